@@ -1,0 +1,31 @@
+// Dump and load in the text format of mdb_dump / db_dump (VERSION=3).
+//
+// dump() writes format=bytevalue (every byte as two hex digits). load() reads
+// bytevalue and print (printable bytes as themselves, others as \hh, a
+// backslash as \\). kvtool, the tests and the fuzzers share these.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+
+#include "kvstore/store.hpp"
+
+namespace kvstore {
+
+struct DumpResult {
+  std::uint64_t pairs = 0;
+};
+
+// Writes every pair of `store`. Throws Error: busy, corrupt, io.
+DumpResult dump(const Store& store, std::ostream& out);
+
+struct LoadResult {
+  std::uint64_t pairs = 0;
+};
+
+// Reads a dump from `in` and stores its pairs through Store::apply, all or
+// nothing: on malformed input nothing is stored. Throws Error: invalid_argument
+// (malformed input; what() names the line), and whatever Store::apply throws.
+LoadResult load(Store& store, std::istream& in);
+
+}  // namespace kvstore

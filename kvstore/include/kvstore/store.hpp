@@ -1,0 +1,130 @@
+// kvstore::Store: a persistent key-value store in one memory-mapped file, shared
+// live by many threads and processes.
+//
+// Thread and process safety: one Store may be used from any number of threads;
+// the same file may be opened any number of times, in this process and in
+// others. Each call holds the file's reader/writer lock only while it runs.
+// When a writer grows the file, or compact() replaces it, every other handle
+// adopts the new mapping at its next call. Do not use a Store in a child
+// after fork(): open the file again there.
+//
+// Keys and values are arbitrary bytes (NUL included; the empty key is allowed).
+// Every function may throw kvstore::Error; the codes each can throw are listed.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvstore/error.hpp"
+#include "kvstore/options.hpp"
+
+namespace kvstore {
+
+struct Stats {
+  std::uint64_t file_size = 0;      // bytes of the data file
+  std::uint64_t used_bytes = 0;     // bytes the segment allocator has handed out
+  std::uint64_t free_bytes = 0;     // bytes the segment allocator can still hand out
+  std::uint64_t keys = 0;           // live keys
+  std::uint64_t key_bytes = 0;      // sum of live key lengths
+  std::uint64_t value_bytes = 0;    // sum of live value lengths
+  std::uint64_t record_bytes = 0;   // bytes of all records, live and dead
+  std::uint64_t dead_bytes = 0;     // bytes of records that compact() would drop
+  std::uint64_t table_slots = 0;    // capacity of the hash index
+  double load_factor = 0;           // keys / table_slots
+  std::uint64_t generation = 0;     // bumped by every grow and every compact
+  std::uint64_t grows = 0;          // grows since the file was created or compacted
+  std::uint64_t compactions = 0;    // compactions and recoveries over the store's life
+  std::uint64_t last_compact_unix = 0;  // seconds since the epoch, 0 if never
+  std::uint64_t recoveries = 0;     // rebuilds after an unclean stop
+  std::uint32_t processes = 0;      // handles attached right now (all processes)
+  Sync sync = Sync::none;           // this handle's sync mode
+};
+
+// One change inside Store::apply(): a put, or an erase when `value` is empty
+// and `erase` is set.
+struct BatchOp {
+  std::string key;
+  std::string value;
+  bool erase = false;
+};
+
+class Store {
+ public:
+  // Opens the store at `path`, creating it when absent and options.create is set.
+  // If the last process to use it stopped uncleanly, recovery runs first.
+  // Throws Error: invalid_argument, not_a_store, version_mismatch, corrupt, io,
+  // no_space, busy.
+  [[nodiscard]] static Store open(const std::filesystem::path& path, const Options& options = {});
+
+  Store(Store&&) noexcept;
+  Store& operator=(Store&&) noexcept;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  ~Store();
+
+  // Stores `value` under `key`, replacing any previous value.
+  // Throws Error: read_only, no_space, store_full, busy, io, corrupt.
+  void put(std::string_view key, std::string_view value);
+
+  // Copies out the value under `key`; std::nullopt when there is none.
+  // Throws Error: busy, corrupt, io.
+  [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
+
+  // Zero-copy read: calls `fn` with the value while the read lock is held and
+  // returns true, or returns false when the key is absent. The view is valid
+  // only inside `fn`; `fn` must not call back into any Store of this file.
+  // Throws Error: busy, corrupt, io (and whatever `fn` throws).
+  bool visit(std::string_view key, const std::function<void(std::string_view)>& fn) const;
+
+  // Removes `key`; returns whether it was there.
+  // Throws Error: read_only, no_space, store_full, busy, io, corrupt.
+  bool erase(std::string_view key);
+
+  // Throws Error: busy, corrupt, io.
+  [[nodiscard]] bool contains(std::string_view key) const;
+
+  // Number of live keys. Throws Error: busy, io.
+  [[nodiscard]] std::size_t size() const;
+
+  // Calls `fn(key, value)` for every pair, in no particular order, under the
+  // read lock (writers wait until it returns). `fn` returns false to stop early.
+  // Throws Error: busy, corrupt, io (and whatever `fn` throws).
+  void for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const;
+
+  // Applies every op of `ops` or none of them: one lock, one record batch, one sync.
+  // Throws Error: invalid_argument, read_only, no_space, store_full, busy, io, corrupt.
+  void apply(const std::vector<BatchOp>& ops);
+
+  // Rewrites the store into a fresh file of the smallest size that holds the
+  // live pairs, then atomically replaces the file. Online: other handles keep
+  // working and adopt the new file at their next call.
+  // Throws Error: read_only, no_space, busy, io, corrupt.
+  void compact();
+
+  // Makes everything written so far durable (msync + fdatasync). Throws Error: io, busy.
+  void sync();
+
+  // Throws Error: busy, io.
+  [[nodiscard]] Stats stats() const;
+
+  // Verifies the whole file: header, every record's checksum, the index
+  // against the records, the allocator's bookkeeping. Returns a list of
+  // problems, empty when the store is sound. Throws Error: busy, io.
+  [[nodiscard]] std::vector<std::string> check() const;
+
+  [[nodiscard]] const std::filesystem::path& path() const noexcept;
+
+  class Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl) noexcept;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kvstore

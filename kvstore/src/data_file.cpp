@@ -1,0 +1,661 @@
+#include "data_file.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <random>
+#include <unordered_map>
+
+#include "crc32c.hpp"
+#include "hash.hpp"
+#include "kvstore/error.hpp"
+
+namespace kvstore::detail {
+namespace {
+
+constexpr std::uint64_t kInitialSlots = 64;
+constexpr std::uint64_t kMinChunk = 16 * 1024;
+constexpr std::uint64_t kMaxChunk = 8 * 1024 * 1024;
+constexpr std::uint64_t kMaxGrowStep = std::uint64_t{1} << 30;
+
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+
+std::string hex(std::uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+// crc32c of a record: everything after the crc field up to the end of the value.
+std::uint32_t record_crc(const RecordHeader& h, std::string_view key, std::string_view value) {
+  std::uint32_t c = crc32c(0, reinterpret_cast<const char*>(&h) + 4, sizeof h - 4);  // NOLINT
+  c = crc32c(c, key.data(), key.size());
+  return crc32c(c, value.data(), value.size());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- open/create
+
+DataFile DataFile::create(const std::string& path, std::uint64_t size, std::uint64_t max_size) {
+  size = round_up(std::max(size, kMinValidSize), kPageSize);
+  DataFile d;
+  d.path_ = path;
+  d.writable_ = true;
+  d.max_size_ = max_size;
+  d.fd_ = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
+  if (!d.fd_) throw_errno(path, "create", errno);
+  try {
+    allocate_file(d.fd_.get(), size, path);
+    d.map_ = Mapping(d.fd_.get(), size, true, path);
+    auto* h = new (d.map_.base()) FileHeader{};
+    SegmentBuffer segment(bip::create_only, d.map_.base() + kHeaderSize, size - kHeaderSize);
+    void* r = segment.allocate(sizeof(Root), std::nothrow);
+    void* t = segment.allocate(kInitialSlots * sizeof(Slot), std::nothrow);
+    if (r == nullptr || t == nullptr) throw Error(Errc::invalid_argument, path + ": initial size too small");
+    std::memset(t, 0, kInitialSlots * sizeof(Slot));
+    auto* root = new (r) Root{};
+    root->magic = kRootMagic;
+    root->table = static_cast<Slot*>(t);
+    root->slot_count = kInitialSlots;
+    d.root_offset_ = static_cast<std::uint64_t>(static_cast<char*>(r) - d.map_.base());
+    std::random_device rd;
+    d.seed_ = (std::uint64_t{rd()} << 32) ^ rd();
+    init_header(*h, size, d.root_offset_, d.seed_);
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+  return d;
+}
+
+DataFile DataFile::open(const std::string& path, bool writable, std::uint64_t max_size) {
+  DataFile d;
+  d.path_ = path;
+  d.max_size_ = max_size;
+  d.writable_ = writable;
+  d.fd_ = Fd(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+  if (!d.fd_ && writable && (errno == EACCES || errno == EROFS || errno == EPERM)) {
+    d.writable_ = false;
+    d.fd_ = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  }
+  if (!d.fd_) {
+    if (errno == EISDIR) throw Error(Errc::not_a_store, path + ": is a directory");
+    throw_errno(path, "open", errno);
+  }
+  const HeaderCheck hc = read_and_validate_header(d.fd_.get(), path);
+  d.map_ = Mapping(d.fd_.get(), hc.file_size, d.writable_, path);
+  d.root_offset_ = hc.root_offset;
+  d.seed_ = hc.hash_seed;
+  d.validate_root();
+  return d;
+}
+
+template <class T>
+T* DataFile::resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const {
+  T* raw = p.get();
+  if (raw == nullptr) return nullptr;
+  const auto a = reinterpret_cast<std::uintptr_t>(raw);          // NOLINT
+  const auto b = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+  const std::uint64_t size = map_.size();
+  if (a < b + kHeaderSize || a - b > size || bytes > size - (a - b) || a % alignof(T) != 0) {
+    throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex(a - b) + ")",
+                a >= b ? a - b : kNoOffset);
+  }
+  return raw;
+}
+
+void DataFile::validate_root() const {
+  const Root& r = root();
+  if (r.magic != kRootMagic) throw Error(Errc::corrupt, path_ + ": bad root", root_offset_);
+  const std::uint64_t n = r.slot_count;
+  if (n == 0 || (n & (n - 1)) != 0 || n > map_.size() / sizeof(Slot) || r.keys >= n) {
+    throw Error(Errc::corrupt, path_ + ": bad index size " + std::to_string(n), root_offset_);
+  }
+  if (resolve(r.table, n * sizeof(Slot)) == nullptr) {
+    throw Error(Errc::corrupt, path_ + ": index missing", root_offset_);
+  }
+  (void)resolve(r.first_chunk, sizeof(ChunkHeader));
+  (void)resolve(r.last_chunk, sizeof(ChunkHeader));
+}
+
+void DataFile::adopt_size() {
+  const std::uint64_t want = header().file_size.load(std::memory_order_acquire);
+  struct stat st {};
+  if (::fstat(fd_.get(), &st) != 0) throw_errno(path_, "stat", errno);
+  if (want < kMinValidSize || want % kPageSize != 0 || want > static_cast<std::uint64_t>(st.st_size)) {
+    throw Error(Errc::corrupt, path_ + ": published size " + std::to_string(want) +
+                                   " does not match the file (" + std::to_string(st.st_size) + ")");
+  }
+  if (want != map_.size()) map_.resize(want, path_);
+  validate_root();
+}
+
+// ---------------------------------------------------------------- records
+
+RecordView DataFile::record_at(std::uint64_t offset) const {
+  const std::uint64_t size = map_.size();
+  if (offset < kHeaderSize || offset % kRecordAlign != 0 || offset > size - sizeof(RecordHeader)) {
+    throw Error(Errc::corrupt, path_ + ": record offset " + hex(offset) + " out of bounds", offset);
+  }
+  RecordHeader h;
+  std::memcpy(&h, map_.base() + offset, sizeof h);
+  const std::uint64_t total = record_size(h.key_size, h.value_size);
+  if (total > size - offset ||
+      (h.type != static_cast<std::uint8_t>(RecordType::put) &&
+       h.type != static_cast<std::uint8_t>(RecordType::erase))) {
+    throw Error(Errc::corrupt, path_ + ": bad record at " + hex(offset), offset);
+  }
+  const char* p = map_.base() + offset + sizeof h;
+  return RecordView{offset,
+                    total,
+                    static_cast<RecordType>(h.type),
+                    h.flags,
+                    {p, h.key_size},
+                    {p + h.key_size, h.value_size}};
+}
+
+bool DataFile::record_ok(const RecordView& r) const noexcept {
+  RecordHeader h;
+  std::memcpy(&h, map_.base() + r.offset, sizeof h);
+  return h.crc == record_crc(h, r.key, r.value);
+}
+
+std::uint64_t DataFile::append(std::string_view key, std::string_view value, RecordType type,
+                               std::uint8_t flags) {
+  ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader));
+  const std::uint64_t size = record_size(key.size(), value.size());
+  const std::uint64_t used = c->used.load(std::memory_order_relaxed);
+  char* data = reinterpret_cast<char*>(c) + sizeof(ChunkHeader);  // NOLINT
+  char* p = data + used;
+  RecordHeader h{};
+  h.type = static_cast<std::uint8_t>(type);
+  h.flags = flags;
+  h.key_size = static_cast<std::uint32_t>(key.size());
+  h.value_size = static_cast<std::uint32_t>(value.size());
+  h.crc = record_crc(h, key, value);
+  std::memcpy(p, &h, sizeof h);
+  if (!key.empty()) std::memcpy(p + sizeof h, key.data(), key.size());
+  if (!value.empty()) std::memcpy(p + sizeof h + key.size(), value.data(), value.size());
+  const std::uint64_t pad = size - sizeof h - key.size() - value.size();
+  if (pad != 0) std::memset(p + sizeof h + key.size() + value.size(), 0, pad);
+  // The record counts (for recovery) only once it is complete.
+  c->used.store(used + size, std::memory_order_release);
+  root().record_bytes += size;
+  const auto offset = static_cast<std::uint64_t>(p - map_.base());
+  note_dirty(static_cast<std::uint64_t>(reinterpret_cast<char*>(c) - map_.base()),  // NOLINT
+             sizeof(ChunkHeader));
+  note_dirty(offset, size);
+  return offset;
+}
+
+// ---------------------------------------------------------------- space
+
+void DataFile::grow(std::uint64_t at_least) {
+  const std::uint64_t old = map_.size();
+  std::uint64_t step = std::max(old, at_least + 64 * 1024);
+  step = std::min(step, std::max(kMaxGrowStep, at_least + 64 * 1024));
+  std::uint64_t want = round_up(old + step, kPageSize);
+  if (want > max_size_) {
+    want = max_size_ / kPageSize * kPageSize;
+    if (want < old + at_least + 4096) {
+      throw Error(Errc::store_full, path_ + ": would pass the maximum file size of " +
+                                        std::to_string(max_size_) + " bytes");
+    }
+  }
+  allocate_file(fd_.get(), want, path_);
+  map_.resize(want, path_);
+  const std::uint64_t segment_end = kHeaderSize + segment()->get_size();
+  segment()->grow(want - segment_end);
+  FileHeader& h = header();
+  h.file_size.store(want, std::memory_order_release);
+  h.generation.fetch_add(1, std::memory_order_acq_rel);
+  ++h.grows;
+  full_sync_ = true;  // the new size must reach the disk too (Sync::always)
+}
+
+void* DataFile::allocate(std::uint64_t bytes) {
+  for (;;) {
+    if (void* p = segment()->allocate(bytes, std::nothrow)) return p;
+    grow(bytes + 1024);
+  }
+}
+
+void DataFile::reserve_records(std::uint64_t bytes) {
+  Root& r = root();
+  if (ChunkHeader* last = resolve(r.last_chunk, sizeof(ChunkHeader))) {
+    if (last->capacity - last->used.load(std::memory_order_relaxed) >= bytes) return;
+  }
+  std::uint64_t capacity = std::clamp<std::uint64_t>(r.record_bytes / 8, kMinChunk, kMaxChunk);
+  capacity = std::max(capacity, round_up(bytes, kRecordAlign));
+  void* p = nullptr;
+  try {
+    p = allocate(sizeof(ChunkHeader) + capacity);
+  } catch (const Error& e) {
+    if (e.code() != Errc::store_full || capacity == bytes) throw;
+    capacity = round_up(bytes, kRecordAlign);
+    p = allocate(sizeof(ChunkHeader) + capacity);
+  }
+  Root& root_now = root();  // allocate() may have remapped
+  auto* c = new (p) ChunkHeader{};
+  c->magic = kChunkMagic;
+  c->capacity = capacity;
+  c->used.store(0, std::memory_order_relaxed);
+  c->next = nullptr;
+  ChunkHeader* last = resolve(root_now.last_chunk, sizeof(ChunkHeader));
+  c->ordinal = last != nullptr ? last->ordinal + 1 : 0;
+  if (last != nullptr) {
+    last->next = c;
+  } else {
+    root_now.first_chunk = c;
+  }
+  root_now.last_chunk = c;
+  ++root_now.chunks;
+  full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
+}
+
+// ---------------------------------------------------------------- index
+
+Slot* DataFile::table() const { return resolve(root().table, root().slot_count * sizeof(Slot)); }
+
+std::uint64_t DataFile::probe(std::string_view key, std::uint64_t hash, bool& found) const {
+  const Slot* t = table();
+  const std::uint64_t mask = root().slot_count - 1;
+  for (std::uint64_t n = 0; n <= mask; ++n) {
+    const std::uint64_t i = (hash + n) & mask;
+    const Slot& s = t[i];
+    if (s.offset == 0) {
+      found = false;
+      return i;
+    }
+    if (s.hash == hash && record_at(s.offset).key == key) {
+      found = true;
+      return i;
+    }
+  }
+  throw Error(Errc::corrupt, path_ + ": index has no free slot", root_offset_);
+}
+
+bool DataFile::find(std::string_view key, RecordView& out) const {
+  bool found = false;
+  const std::uint64_t i = probe(key, key_hash(key, seed_), found);
+  if (!found) return false;
+  out = record_at(table()[i].offset);
+  if (out.type != RecordType::put || !record_ok(out)) {
+    throw Error(Errc::corrupt, path_ + ": record at " + hex(out.offset) + " fails its checksum; run kvtool check",
+                out.offset);
+  }
+  return true;
+}
+
+void DataFile::reserve_slots(std::uint64_t extra_keys) {
+  const Root& r = root();
+  const std::uint64_t need = r.keys + extra_keys;
+  std::uint64_t n = r.slot_count;
+  while (need * 4 > n * 3) n *= 2;  // load factor at most 3/4
+  if (n == r.slot_count) return;
+  auto* fresh = static_cast<Slot*>(allocate(n * sizeof(Slot)));
+  std::memset(fresh, 0, n * sizeof(Slot));
+  Root& root_now = root();
+  const Slot* old = table();
+  const std::uint64_t mask = n - 1;
+  for (std::uint64_t i = 0; i < root_now.slot_count; ++i) {
+    if (old[i].offset == 0) continue;
+    std::uint64_t j = old[i].hash & mask;
+    while (fresh[j].offset != 0) j = (j + 1) & mask;
+    fresh[j] = old[i];
+  }
+  root_now.table = fresh;
+  root_now.slot_count = n;
+  segment()->deallocate(const_cast<Slot*>(old));
+}
+
+void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r) {
+  bool found = false;
+  const std::uint64_t i = probe(r.key, hash, found);
+  Slot& s = table()[i];
+  Root& root_now = root();
+  if (found) {
+    const RecordView old = record_at(s.offset);
+    root_now.dead_bytes += old.size;
+    root_now.value_bytes -= old.value.size();
+  } else {
+    s.hash = hash;
+    ++root_now.keys;
+    root_now.key_bytes += r.key.size();
+  }
+  root_now.value_bytes += r.value.size();
+  s.offset = record_offset;
+}
+
+bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
+  bool found = false;
+  std::uint64_t i = probe(key, hash, found);
+  if (!found) return false;
+  Slot* t = table();
+  Root& r = root();
+  const RecordView old = record_at(t[i].offset);
+  r.dead_bytes += old.size;
+  r.key_bytes -= old.key.size();
+  r.value_bytes -= old.value.size();
+  --r.keys;
+  // Backward-shift deletion: pull later entries of the run into the hole so that
+  // every key stays reachable from its home slot without tombstones.
+  const std::uint64_t mask = r.slot_count - 1;
+  std::uint64_t j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (t[j].offset == 0) break;
+    const std::uint64_t home = t[j].hash & mask;
+    const bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    t[i] = t[j];
+    i = j;
+  }
+  t[i] = Slot{0, 0};
+  return true;
+}
+
+// ---------------------------------------------------------------- mutations
+
+bool DataFile::put(std::string_view key, std::string_view value, std::uint8_t flags) {
+  if (key.size() > kMaxKeySize || value.size() > kMaxValueSize) {
+    throw Error(Errc::invalid_argument, path_ + ": key or value too large");
+  }
+  const std::uint64_t hash = key_hash(key, seed_);
+  reserve_slots(1);
+  reserve_records(record_size(key.size(), value.size()));
+  const std::uint64_t offset = append(key, value, RecordType::put, flags);
+  const std::uint64_t keys_before = root().keys;
+  index_put(hash, offset, record_at(offset));
+  return root().keys == keys_before;
+}
+
+bool DataFile::erase(std::string_view key, std::uint8_t flags) {
+  const std::uint64_t hash = key_hash(key, seed_);
+  bool found = false;
+  (void)probe(key, hash, found);
+  if (!found) return false;
+  const std::uint64_t size = record_size(key.size(), 0);
+  reserve_records(size);
+  append(key, {}, RecordType::erase, flags);
+  root().dead_bytes += size;  // a tombstone is dead from birth; compaction drops it
+  return index_erase(key, hash);
+}
+
+void DataFile::apply(const std::vector<Op>& ops) {
+  if (ops.empty()) return;
+  std::uint64_t bytes = 0;
+  for (const Op& op : ops) {
+    if (op.key.size() > kMaxKeySize || op.value.size() > kMaxValueSize) {
+      throw Error(Errc::invalid_argument, path_ + ": key or value too large");
+    }
+    bytes += record_size(op.key.size(), op.erase ? 0 : op.value.size());
+  }
+  // Make all the room first, so that nothing below can fail half way.
+  reserve_slots(ops.size());
+  reserve_records(bytes);
+  std::vector<std::uint64_t> offsets;
+  offsets.reserve(ops.size());
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const auto flags = static_cast<std::uint8_t>(kInBatch | (i + 1 == ops.size() ? kBatchEnd : 0));
+    offsets.push_back(append(ops[i].key, ops[i].erase ? std::string_view{} : ops[i].value,
+                             ops[i].erase ? RecordType::erase : RecordType::put, flags));
+  }
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const std::uint64_t hash = key_hash(ops[i].key, seed_);
+    if (ops[i].erase) {
+      root().dead_bytes += record_size(ops[i].key.size(), 0);
+      index_erase(ops[i].key, hash);
+    } else {
+      index_put(hash, offsets[i], record_at(offsets[i]));
+    }
+  }
+}
+
+void DataFile::sync_all() const {
+  map_.sync(0, map_.size(), path_);
+  if (::fdatasync(fd_.get()) != 0) throw_errno(path_, "fdatasync", errno);
+}
+
+void DataFile::note_dirty(std::uint64_t offset, std::uint64_t length) noexcept {
+  if (tail_end_ == 0) {
+    tail_begin_ = offset;
+    tail_end_ = offset + length;
+  } else {
+    tail_begin_ = std::min(tail_begin_, offset);
+    tail_end_ = std::max(tail_end_, offset + length);
+  }
+}
+
+void DataFile::sync_tail() {
+  if (full_sync_) {
+    sync_all();
+  } else if (tail_end_ != 0) {
+    map_.sync(tail_begin_, tail_end_ - tail_begin_, path_);
+  }
+  full_sync_ = false;
+  tail_begin_ = 0;
+  tail_end_ = 0;
+}
+
+// ---------------------------------------------------------------- iteration
+
+void DataFile::for_each(const std::function<bool(const RecordView&)>& fn) const {
+  const Slot* t = table();
+  const std::uint64_t n = root().slot_count;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    if (t[i].offset == 0) continue;
+    if (!fn(record_at(t[i].offset))) return;
+  }
+}
+
+bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
+                    const std::function<void(const std::string&)>& problem) const {
+  const ChunkHeader* c = nullptr;
+  try {
+    c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  } catch (const Error& e) {
+    problem(e.what());
+    return false;
+  }
+  for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
+    const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(c) - map_.base());  // NOLINT
+    const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
+    const std::uint64_t used = c->used.load(std::memory_order_acquire);
+    if (c->magic != kChunkMagic || c->ordinal != ordinal || c->capacity > room || used > c->capacity) {
+      problem("chunk " + std::to_string(ordinal) + " at " + hex(at) + " is damaged");
+      return false;
+    }
+    const std::uint64_t data = at + sizeof(ChunkHeader);
+    for (std::uint64_t pos = 0; pos < used;) {
+      RecordView r{};
+      try {
+        r = record_at(data + pos);
+      } catch (const Error& e) {
+        problem(e.what());
+        break;
+      }
+      if (r.size > used - pos || !record_ok(r)) {
+        problem("record at " + hex(data + pos) + " in chunk " + std::to_string(ordinal) +
+                " fails its checksum or bounds; the rest of the chunk is skipped");
+        break;
+      }
+      fn(r);
+      pos += r.size;
+    }
+    try {
+      c = resolve(c->next, sizeof(ChunkHeader));
+    } catch (const Error& e) {
+      problem(e.what());
+      return false;
+    }
+  }
+  return true;
+}
+
+std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
+
+// Replays history with batch semantics: records of an unfinished batch never count.
+namespace {
+using LiveMap = std::unordered_map<std::string_view, RecordView>;
+
+LiveMap replay(const DataFile& f, const std::function<void(const std::string&)>& problem,
+               std::uint64_t* records_seen, std::uint64_t* record_bytes) {
+  LiveMap live;
+  std::vector<RecordView> pending;
+  auto apply_one = [&](const RecordView& r) {
+    if (r.type == RecordType::put) {
+      live.insert_or_assign(r.key, r);
+    } else {
+      live.erase(r.key);
+    }
+  };
+  f.scan(
+      [&](const RecordView& r) {
+        if (records_seen != nullptr) ++*records_seen;
+        if (record_bytes != nullptr) *record_bytes += r.size;
+        if ((r.flags & kInBatch) == 0) {
+          apply_one(r);
+          return;
+        }
+        pending.push_back(r);
+        if ((r.flags & kBatchEnd) != 0) {
+          for (const RecordView& p : pending) apply_one(p);
+          pending.clear();
+        }
+      },
+      problem);
+  return live;
+}
+}  // namespace
+
+DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
+                           std::vector<std::string>* problems) {
+  const LiveMap live = replay(
+      source, [&](const std::string& p) { if (problems != nullptr) problems->push_back(p); },
+      nullptr, nullptr);
+  std::uint64_t live_bytes = 0;
+  for (const auto& [key, r] : live) live_bytes += record_size(key.size(), r.value.size());
+  std::uint64_t slots = kInitialSlots;
+  while (live.size() * 4 > slots * 3) slots *= 2;
+  const std::uint64_t estimate = kHeaderSize + 64 * 1024 + slots * sizeof(Slot) +
+                                 sizeof(ChunkHeader) + live_bytes;
+  DataFile d = create(path, std::max(estimate, kMinFileSize), std::max(max_size, estimate + kPageSize));
+  try {
+    d.reserve_slots(live.size());
+    if (live_bytes > 0) {
+      // One chunk of exactly the live bytes: nothing is left over to shrink away.
+      void* p = d.allocate(sizeof(ChunkHeader) + live_bytes);
+      auto* c = new (p) ChunkHeader{};
+      c->magic = kChunkMagic;
+      c->capacity = live_bytes;
+      c->next = nullptr;
+      c->ordinal = 0;
+      d.root().first_chunk = c;
+      d.root().last_chunk = c;
+      d.root().chunks = 1;
+    }
+    for (const auto& [key, r] : live) {
+      const std::uint64_t offset = d.append(key, r.value, RecordType::put, 0);
+      d.index_put(key_hash(key, d.seed_), offset, d.record_at(offset));
+    }
+    // Give back the free tail of the segment, then the file's.
+    d.segment()->shrink_to_fit();
+    const std::uint64_t new_size =
+        round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
+    if (new_size < d.map_.size()) {
+      const std::uint64_t segment_end = kHeaderSize + d.segment()->get_size();
+      if (new_size > segment_end) d.segment()->grow(new_size - segment_end);
+      d.map_.resize(new_size, path);
+      if (::ftruncate(d.fd_.get(), static_cast<off_t>(new_size)) != 0) throw_errno(path, "truncate", errno);
+      d.header().file_size.store(new_size);
+    }
+    FileHeader& to = d.header();
+    const FileHeader& from = source.header();
+    to.compactions = from.compactions;
+    to.recoveries = from.recoveries;
+    to.last_compact_unix = from.last_compact_unix;
+    to.generation.store(from.generation.load() + 1);
+    d.max_size_ = max_size;
+    d.sync_all();
+  } catch (...) {
+    ::unlink(path.c_str());
+    throw;
+  }
+  return d;
+}
+
+// ---------------------------------------------------------------- check
+
+std::vector<std::string> DataFile::check() const {
+  std::vector<std::string> problems;
+  auto problem = [&](const std::string& p) { problems.push_back(p); };
+  const FileHeader& h = header();
+  if (h.header_crc != crc32c(0, &h, kHeaderCrcBytes)) problem("header checksum mismatch");
+  try {
+    validate_root();
+  } catch (const Error& e) {
+    problem(e.what());
+    return problems;
+  }
+  std::uint64_t records = 0;
+  std::uint64_t bytes = 0;
+  const LiveMap live = replay(*this, problem, &records, &bytes);
+  const Root& r = root();
+  if (bytes != r.record_bytes) {
+    problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +
+            std::to_string(bytes));
+  }
+  // The index against the records: same keys, each pointing at its latest record.
+  std::uint64_t indexed = 0;
+  std::uint64_t key_bytes = 0;
+  std::uint64_t value_bytes = 0;
+  try {
+    const Slot* t = table();
+    const std::uint64_t mask = r.slot_count - 1;
+    for (std::uint64_t i = 0; i <= mask && problems.size() < 100; ++i) {
+      if (t[i].offset == 0) continue;
+      ++indexed;
+      const RecordView rec = record_at(t[i].offset);
+      key_bytes += rec.key.size();
+      value_bytes += rec.value.size();
+      if (rec.type != RecordType::put || !record_ok(rec)) {
+        problem("slot " + std::to_string(i) + ": record at " + hex(rec.offset) + " is damaged");
+        continue;
+      }
+      if (t[i].hash != key_hash(rec.key, seed_)) {
+        problem("slot " + std::to_string(i) + ": stored hash does not match its key");
+        continue;
+      }
+      bool found = false;
+      if (probe(rec.key, t[i].hash, found) != i || !found) {
+        problem("slot " + std::to_string(i) + ": key not reachable from its home slot");
+      }
+      const auto it = live.find(rec.key);
+      if (it == live.end()) {
+        problem("slot " + std::to_string(i) + ": indexed key has no live record in the chunks");
+      } else if (it->second.offset != rec.offset) {
+        problem("slot " + std::to_string(i) + ": index points at an old record of its key");
+      }
+    }
+  } catch (const Error& e) {
+    problem(e.what());
+  }
+  if (indexed != r.keys) {
+    problem("index holds " + std::to_string(indexed) + " keys, root counts " + std::to_string(r.keys));
+  }
+  if (live.size() != indexed) {
+    problem("records hold " + std::to_string(live.size()) + " live keys, index holds " +
+            std::to_string(indexed));
+  }
+  if (key_bytes != r.key_bytes || value_bytes != r.value_bytes) problem("byte counters are off");
+  return problems;
+}
+
+}  // namespace kvstore::detail

@@ -1,0 +1,148 @@
+// One data file, mapped: the header, the segment, the hash index and the
+// record chunks, with the operations on them. It knows nothing of locks: the
+// caller (Store::Impl) holds the read lock for the const functions and the
+// write lock for everything else.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "format.hpp"
+#include "layout.hpp"
+#include "mapping.hpp"
+
+namespace kvstore::detail {
+
+// A record as found in a chunk, its key and value viewed in the mapping.
+struct RecordView {
+  std::uint64_t offset;  // file offset of the record
+  std::uint64_t size;    // padded size
+  RecordType type;
+  std::uint8_t flags;
+  std::string_view key;
+  std::string_view value;
+};
+
+class DataFile {
+ public:
+  // Creates a new file at `path` (which must not exist) holding an empty store.
+  static DataFile create(const std::string& path, std::uint64_t size, std::uint64_t max_size);
+  // Opens and validates an existing file. Throws Error: not_a_store,
+  // version_mismatch, corrupt, io.
+  static DataFile open(const std::string& path, bool writable, std::uint64_t max_size);
+
+  DataFile(DataFile&&) noexcept = default;
+  DataFile& operator=(DataFile&&) noexcept = default;
+  ~DataFile() = default;
+
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  // After the caller renamed the file into place.
+  void renamed(std::string path) { path_ = std::move(path); }
+  void set_max_size(std::uint64_t max_size) noexcept { max_size_ = max_size; }
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] bool writable() const noexcept { return writable_; }
+  [[nodiscard]] FileHeader& header() const noexcept {
+    return *reinterpret_cast<FileHeader*>(map_.base());  // NOLINT: offset 0 of the mapping
+  }
+  [[nodiscard]] Root& root() const noexcept {
+    return *reinterpret_cast<Root*>(map_.base() + root_offset_);  // NOLINT: validated offset
+  }
+  [[nodiscard]] std::uint64_t mapped_size() const noexcept { return map_.size(); }
+
+  // True when another handle grew or replaced the file since we mapped it.
+  [[nodiscard]] bool stale() const noexcept {
+    const FileHeader& h = header();
+    return h.file_size.load(std::memory_order_acquire) != map_.size() ||
+           h.state.load(std::memory_order_acquire) != static_cast<std::uint32_t>(FileState::live);
+  }
+  [[nodiscard]] bool retired() const noexcept {
+    return header().state.load(std::memory_order_acquire) !=
+           static_cast<std::uint32_t>(FileState::live);
+  }
+  // Maps the size the header now publishes (another handle grew the file).
+  void adopt_size();
+
+  // --- reads (read lock)
+  // The live record of `key`, if any.
+  [[nodiscard]] bool find(std::string_view key, RecordView& out) const;
+  [[nodiscard]] std::uint64_t size() const noexcept { return root().keys; }
+  // Calls fn for every live record, in index order, until it returns false.
+  void for_each(const std::function<bool(const RecordView&)>& fn) const;
+
+  // --- writes (write lock)
+  // Appends one record and points the index at it (or, for an erase, removes
+  // the key from the index). Returns whether the key existed before.
+  bool put(std::string_view key, std::string_view value, std::uint8_t flags);
+  bool erase(std::string_view key, std::uint8_t flags);
+  // Appends records for a batch (all or nothing on recovery), then indexes them.
+  struct Op {
+    std::string_view key;
+    std::string_view value;
+    bool erase;
+  };
+  void apply(const std::vector<Op>& ops);
+  // Makes everything durable: msync of the whole mapping, then fdatasync.
+  void sync_all() const;
+  // Makes the last appended records durable (Sync::always).
+  void sync_tail();
+
+  // --- history (any lock)
+  // Replays every record of every chunk in order. Stops a chunk at its first
+  // bad record and reports it through `problem`. Returns false if the chunk
+  // list itself is broken (also reported).
+  bool scan(const std::function<void(const RecordView&)>& fn,
+            const std::function<void(const std::string&)>& problem) const;
+  // Whole-file verification for `kvtool check`; returns the problems found.
+  [[nodiscard]] std::vector<std::string> check() const;
+  // Free bytes the allocator can still hand out.
+  [[nodiscard]] std::uint64_t free_bytes() const noexcept;
+
+  // Writes a compact copy holding only the live pairs of `source` (as found by
+  // scanning its records, so that it also serves recovery) to `path`, and
+  // makes it durable. Counters in the mutable header part are carried over.
+  static DataFile rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
+                          std::vector<std::string>* problems);
+
+ private:
+  DataFile() = default;
+  [[nodiscard]] SegmentManager* segment() const noexcept {
+    return reinterpret_cast<SegmentManager*>(map_.base() + kHeaderSize);  // NOLINT
+  }
+  [[nodiscard]] Slot* table() const;
+  [[nodiscard]] RecordView record_at(std::uint64_t offset) const;
+  [[nodiscard]] bool record_ok(const RecordView& r) const noexcept;
+  // Slot index of `key` (found) or of the empty slot where it would go.
+  std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;
+  void index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r);
+  bool index_erase(std::string_view key, std::uint64_t hash);
+  void reserve_slots(std::uint64_t extra_keys);
+  // Room for `bytes` of records in the last chunk; grows the file if needed.
+  void reserve_records(std::uint64_t bytes);
+  std::uint64_t append(std::string_view key, std::string_view value, RecordType type,
+                       std::uint8_t flags);
+  // Allocates from the segment, growing the file until it fits.
+  void* allocate(std::uint64_t bytes);
+  void grow(std::uint64_t at_least);
+  void validate_root() const;
+  template <class T>
+  [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
+
+  std::string path_;
+  Fd fd_;
+  Mapping map_;
+  bool writable_ = false;
+  std::uint64_t root_offset_ = 0;
+  std::uint64_t seed_ = 0;
+  std::uint64_t max_size_ = 0;
+  void note_dirty(std::uint64_t offset, std::uint64_t length) noexcept;
+  // What sync_tail() must make durable: the bytes appended since the last one,
+  // or everything after a grow or a new chunk.
+  std::uint64_t tail_begin_ = 0;
+  std::uint64_t tail_end_ = 0;
+  bool full_sync_ = false;
+};
+
+}  // namespace kvstore::detail

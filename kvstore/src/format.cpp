@@ -1,0 +1,111 @@
+#include "format.hpp"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/version.hpp>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <system_error>
+
+#include "crc32c.hpp"
+#include "kvstore/error.hpp"
+#include "layout.hpp"
+
+namespace kvstore::detail {
+
+std::uint64_t layout_fingerprint() noexcept {
+  // Everything whose change would make this build misread a file written by another.
+  const std::uint64_t facts[] = {
+      BOOST_VERSION,      sizeof(void*),       sizeof(FileHeader),   sizeof(Root),
+      sizeof(ChunkHeader), sizeof(Slot),       sizeof(RecordHeader), sizeof(SegmentManager),
+      alignof(std::max_align_t), kFormatVersion,
+  };
+  return crc32c(0, facts, sizeof facts) | (std::uint64_t{BOOST_VERSION} << 32);
+}
+
+void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offset,
+                 std::uint64_t hash_seed) {
+  h.magic = kMagic;
+  h.format_version = kFormatVersion;
+  h.header_size = static_cast<std::uint32_t>(kHeaderSize);
+  h.fingerprint = layout_fingerprint();
+  h.hash_seed = hash_seed;
+  h.root_offset = root_offset;
+  h.created_unix = static_cast<std::uint64_t>(std::time(nullptr));
+  h.header_crc = crc32c(0, &h, kHeaderCrcBytes);
+  h.file_size.store(file_size);
+  h.generation.store(1);
+  h.state.store(static_cast<std::uint32_t>(FileState::live));
+  h.writing.store(0);
+  h.clean.store(1);
+}
+
+HeaderCheck read_and_validate_header(int fd, const std::string& path) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    throw Error(Errc::io, path + ": stat: " + std::strerror(errno), kNoOffset,
+                std::error_code(errno, std::system_category()));
+  }
+  if (S_ISDIR(st.st_mode)) throw Error(Errc::not_a_store, path + ": is a directory");
+  if (!S_ISREG(st.st_mode)) throw Error(Errc::not_a_store, path + ": not a regular file");
+  const auto length = static_cast<std::uint64_t>(st.st_size);
+  if (length == 0) throw Error(Errc::not_a_store, path + ": empty file");
+
+  alignas(FileHeader) unsigned char buf[sizeof(FileHeader)] = {};
+  const ssize_t got = ::pread(fd, buf, sizeof buf, 0);
+  if (got < 0) {
+    throw Error(Errc::io, path + ": read: " + std::strerror(errno), 0,
+                std::error_code(errno, std::system_category()));
+  }
+  // Plain integers read out of the buffer: nothing from the file is trusted as an object.
+  auto u64 = [&](std::size_t off) {
+    std::uint64_t v;
+    std::memcpy(&v, buf + off, 8);
+    return v;
+  };
+  auto u32 = [&](std::size_t off) {
+    std::uint32_t v;
+    std::memcpy(&v, buf + off, 4);
+    return v;
+  };
+  if (static_cast<std::size_t>(got) < 8 || u64(offsetof(FileHeader, magic)) != kMagic) {
+    throw Error(Errc::not_a_store, path + ": not a kvstore file (bad magic)", 0);
+  }
+  if (static_cast<std::size_t>(got) < sizeof(FileHeader) || length < kMinValidSize) {
+    throw Error(Errc::corrupt, path + ": truncated (" + std::to_string(length) + " bytes)", 0);
+  }
+  if (u32(offsetof(FileHeader, header_crc)) != crc32c(0, buf, kHeaderCrcBytes)) {
+    throw Error(Errc::corrupt, path + ": header checksum mismatch", 0);
+  }
+  if (u32(offsetof(FileHeader, format_version)) != kFormatVersion) {
+    throw Error(Errc::version_mismatch,
+                path + ": format version " + std::to_string(u32(offsetof(FileHeader, format_version))) +
+                    ", this build reads version " + std::to_string(kFormatVersion));
+  }
+  if (u64(offsetof(FileHeader, fingerprint)) != layout_fingerprint() ||
+      u32(offsetof(FileHeader, header_size)) != kHeaderSize) {
+    throw Error(Errc::version_mismatch,
+                path + ": written by an incompatible build (layout fingerprint differs)");
+  }
+  HeaderCheck hc{u64(offsetof(FileHeader, file_size)), u64(offsetof(FileHeader, root_offset)),
+                 u64(offsetof(FileHeader, hash_seed))};
+  if (hc.file_size < kMinValidSize || hc.file_size % kPageSize != 0) {
+    throw Error(Errc::corrupt, path + ": bad size in header", offsetof(FileHeader, file_size));
+  }
+  if (hc.file_size > length) {
+    throw Error(Errc::corrupt,
+                path + ": truncated: header says " + std::to_string(hc.file_size) +
+                    " bytes, file has " + std::to_string(length),
+                length);
+  }
+  if (hc.root_offset < kHeaderSize || hc.root_offset + sizeof(Root) > hc.file_size ||
+      hc.root_offset % alignof(Root) != 0) {
+    throw Error(Errc::corrupt, path + ": root offset out of bounds",
+                offsetof(FileHeader, root_offset));
+  }
+  return hc;
+}
+
+}  // namespace kvstore::detail

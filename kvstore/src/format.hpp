@@ -1,0 +1,106 @@
+// The bytes of a kvstore data file (FORMAT.md is the normative description;
+// each constant here names its section there).
+//
+//   [0, 4096)        FileHeader: validated with pread before anything is mapped
+//   [4096, size)     a Boost.Interprocess segment (rbtree_best_fit, offset_ptr)
+//                    holding the Root, the hash index and the record chunks
+//
+// All integers are little-endian, native width; a big-endian or 32-bit build
+// sees a magic or fingerprint mismatch and refuses the file.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kvstore::detail {
+
+// FORMAT.md "Header". "KVSTORE" + format byte, compared as an integer so that a
+// foreign byte order reads as a different number.
+inline constexpr std::uint64_t kMagic = 0x0145524f5453564bULL;  // "KVSTORE\x01" little-endian
+inline constexpr std::uint32_t kFormatVersion = 1;
+inline constexpr std::uint64_t kHeaderSize = 4096;
+inline constexpr std::uint64_t kMinFileSize = 64 * 1024;  // smallest file we create
+inline constexpr std::uint64_t kMinValidSize = 8 * 1024;  // smallest file we accept (a compacted empty store)
+inline constexpr std::uint64_t kPageSize = 4096;
+
+enum class FileState : std::uint32_t {
+  live = 0,     // the file at the store's path
+  retired = 1,  // replaced by compaction or recovery: reopen the path
+};
+
+// The first 4096 bytes of the file. The fixed part (up to header_crc) is
+// written once at creation and covered by header_crc; the mutable part lives
+// on its own cache lines and is written only by the holder of the write lock.
+struct FileHeader {
+  // --- fixed part, FORMAT.md "Header: fixed part"
+  std::uint64_t magic;
+  std::uint32_t format_version;
+  std::uint32_t header_size;
+  std::uint64_t fingerprint;  // layout_fingerprint() of the build that made the file
+  std::uint64_t hash_seed;    // seed of key_hash()
+  std::uint64_t root_offset;  // file offset of the Root
+  std::uint64_t created_unix;
+  std::uint32_t header_crc;   // crc32c of the bytes before this field
+  std::uint32_t reserved0;
+  // --- mutable part: what readers check on every call
+  alignas(64) std::atomic<std::uint64_t> file_size;  // bytes in use; the file may be longer
+  std::atomic<std::uint64_t> generation;             // +1 at every grow and compaction
+  std::atomic<std::uint32_t> state;                  // FileState
+  // --- mutable part: written by writers only (own line: readers never miss on it)
+  alignas(64) std::atomic<std::uint32_t> writing;  // 1 while a mutation is under way
+  std::atomic<std::uint32_t> clean;                // 1 once the last handle closed it
+  std::uint64_t grows;
+  std::uint64_t compactions;
+  std::uint64_t recoveries;
+  std::uint64_t last_compact_unix;
+};
+static_assert(sizeof(FileHeader) <= kHeaderSize);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+inline constexpr std::size_t kHeaderCrcBytes = offsetof(FileHeader, header_crc);
+
+// FORMAT.md "Fingerprint": what must match for this build to use the file's
+// Boost structures in place (Boost version, pointer and layout sizes).
+[[nodiscard]] std::uint64_t layout_fingerprint() noexcept;
+
+// Reads the header with pread and checks everything that can be checked
+// without mapping: magic, version, fingerprint, checksum, sizes against the
+// file's length. Throws Error (not_a_store, version_mismatch, corrupt, io).
+struct HeaderCheck {
+  std::uint64_t file_size;
+  std::uint64_t root_offset;
+  std::uint64_t hash_seed;
+};
+HeaderCheck read_and_validate_header(int fd, const std::string& path);
+
+// Fills a fresh header (fixed part and checksum).
+void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offset,
+                 std::uint64_t hash_seed);
+
+// FORMAT.md "Records". Every put, erase and batch marker is one record,
+// appended to a chunk and never modified afterwards.
+enum class RecordType : std::uint8_t { put = 1, erase = 2 };
+enum RecordFlags : std::uint8_t {
+  kInBatch = 1,   // part of an atomic batch ...
+  kBatchEnd = 2,  // ... that this record completes
+};
+struct RecordHeader {
+  std::uint32_t crc;  // crc32c of everything after this field up to the record's padded end
+  std::uint8_t type;
+  std::uint8_t flags;
+  std::uint16_t reserved;
+  std::uint32_t key_size;
+  std::uint32_t value_size;
+};
+static_assert(sizeof(RecordHeader) == 16);
+inline constexpr std::uint64_t kRecordAlign = 8;
+inline constexpr std::uint64_t kMaxKeySize = std::uint64_t{1} << 30;
+inline constexpr std::uint64_t kMaxValueSize = (std::uint64_t{1} << 32) - 1;
+
+[[nodiscard]] constexpr std::uint64_t record_size(std::uint64_t key_size,
+                                                  std::uint64_t value_size) noexcept {
+  return (sizeof(RecordHeader) + key_size + value_size + kRecordAlign - 1) & ~(kRecordAlign - 1);
+}
+
+}  // namespace kvstore::detail

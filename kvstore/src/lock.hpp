@@ -1,0 +1,111 @@
+// The store's cross-process reader/writer lock, kept in the lock file F.lock.
+//
+// Writers: one robust, process-shared pthread mutex. A writer killed while it
+// holds it is reported by the kernel (EOWNERDEAD) to the next locker, which
+// then recovers the store: nobody waits on a dead process.
+// Readers: one slot per open handle, on its own cache line, holding the number
+// of the handle's threads inside a read. Readers write only their own slot, so
+// reads from many processes share no written cache line. A writer announces
+// itself (writer_active), then waits for every live slot to drain. Whether a
+// slot's owner is alive is proven by an OFD fcntl lock on one byte of the lock
+// file, which the kernel drops when the owner dies (the way LMDB finds stale
+// readers). Attach and detach are serialized by an OFD lock on byte 0, and
+// every attached handle holds a shared OFD lock on byte 1, so "am I the first
+// or the last" has a kernel-checked answer.
+//
+// The lock file holds coordination state only, never data: the first handle
+// to attach when nobody else is attached rebuilds it from scratch.
+#pragma once
+
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "mapping.hpp"
+
+namespace kvstore::detail {
+
+inline constexpr std::uint32_t kReaderSlots = 1024;
+
+struct alignas(64) ReaderSlot {
+  std::atomic<std::uint32_t> readers;  // threads of the owning handle inside a read
+};
+
+struct LockShared {
+  std::uint64_t magic;
+  std::uint32_t version;
+  std::uint32_t slot_count;
+  alignas(64) pthread_mutex_t writer;
+  alignas(64) std::atomic<std::uint32_t> writer_active;
+  // Bumped whenever the data file at the path is replaced (compact, recovery):
+  // a handle whose file generation differs reopens the path.
+  std::atomic<std::uint64_t> file_epoch;
+  alignas(64) std::atomic<std::uint32_t> slot_high;  // slots in use lie below this
+  ReaderSlot slots[kReaderSlots];
+};
+
+class LockFile {
+ public:
+  // Attaches to (creating if needed) `lock_path`. Leaves the attach lock held:
+  // call finish_attach() once the data file is open. Throws Error(io, busy).
+  LockFile(const std::string& lock_path, std::chrono::milliseconds timeout);
+  LockFile(const LockFile&) = delete;
+  LockFile& operator=(const LockFile&) = delete;
+  ~LockFile();
+
+  // Whether no other handle was attached when this one attached.
+  [[nodiscard]] bool first() const noexcept { return first_; }
+  void finish_attach() noexcept;
+  // Takes the attach lock again and reports whether this is the last handle.
+  // The caller then tidies up and destroys the LockFile.
+  bool begin_detach() noexcept;
+
+  // --- reads
+  // Enters a read if no writer is active; false means: call wait_for_writer().
+  [[nodiscard]] bool try_enter_read() noexcept {
+    slot_->readers.fetch_add(1, std::memory_order_seq_cst);
+    if (shared_->writer_active.load(std::memory_order_seq_cst) == 0) return true;
+    slot_->readers.fetch_sub(1, std::memory_order_release);
+    return false;
+  }
+  void exit_read() noexcept { slot_->readers.fetch_sub(1, std::memory_order_release); }
+
+  // --- writes
+  enum class WriteResult { ok, owner_died };
+  // Takes the writer mutex and waits until no reader is inside. owner_died:
+  // the previous holder died holding it; the caller must check the store.
+  // Throws Error(busy) after `timeout`.
+  WriteResult lock_write();
+  void unlock_write() noexcept;
+  // Blocks until the current writer (if any) is done. Returns owner_died if it
+  // found the writer dead: the caller then holds the write lock (as after
+  // lock_write) and must recover and unlock_write(). Throws Error(busy).
+  WriteResult wait_for_writer();
+
+  [[nodiscard]] std::uint64_t file_epoch() const noexcept {
+    return shared_->file_epoch.load(std::memory_order_acquire);
+  }
+  void bump_file_epoch() noexcept { shared_->file_epoch.fetch_add(1, std::memory_order_acq_rel); }
+  // Handles attached right now, over all processes (counted from OFD locks).
+  [[nodiscard]] std::uint32_t attached() const noexcept;
+
+ private:
+  WriteResult lock_mutex();
+  void wait_for_readers();
+  [[nodiscard]] bool slot_owner_alive(std::uint32_t i) const noexcept;
+
+  std::string path_;
+  std::chrono::milliseconds timeout_;
+  Fd fd_;
+  Mapping map_;
+  LockShared* shared_ = nullptr;
+  ReaderSlot* slot_ = nullptr;
+  std::uint32_t slot_index_ = 0;
+  bool first_ = false;
+  bool attach_held_ = false;
+};
+
+}  // namespace kvstore::detail

@@ -1,0 +1,64 @@
+// RAII over a data file: its descriptor and its shared read-write mapping.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace kvstore::detail {
+
+// An owned file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) noexcept : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept;
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd();
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  int release() noexcept {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+// Throws Error(io or no_space) describing errno for `what` on `path`.
+[[noreturn]] void throw_errno(const std::string& path, const std::string& what, int err);
+
+// A MAP_SHARED mapping of the first `size` bytes of a file.
+class Mapping {
+ public:
+  Mapping() = default;
+  Mapping(int fd, std::uint64_t size, bool writable, const std::string& path);
+  Mapping(Mapping&& o) noexcept;
+  Mapping& operator=(Mapping&& o) noexcept;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping();
+
+  [[nodiscard]] char* base() const noexcept { return base_; }
+  [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
+  // Changes the mapped length; the base may move (mremap). Pages stay resident.
+  void resize(std::uint64_t new_size, const std::string& path);
+  // msync(MS_SYNC) of [offset, offset+length), rounded out to pages.
+  void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
+  // Asks the kernel to fault the range in now (MADV_POPULATE_WRITE), best effort.
+  void prefault(std::uint64_t offset, std::uint64_t length) const noexcept;
+
+ private:
+  char* base_ = nullptr;
+  std::uint64_t size_ = 0;
+};
+
+// Extends the file to `size` bytes with real blocks (fallocate), so that a
+// full disk is an Error(no_space) now rather than a SIGBUS later.
+void allocate_file(int fd, std::uint64_t size, const std::string& path);
+
+}  // namespace kvstore::detail

@@ -1,0 +1,322 @@
+#include "store_impl.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <ctime>
+
+#include "kvstore/error.hpp"
+
+namespace kvstore {
+
+using detail::DataFile;
+using detail::FileHeader;
+using detail::LockFile;
+
+// --------------------------------------------------------------- sections
+
+class Store::Impl::WriteSection {
+ public:
+  explicit WriteSection(const Impl& impl, bool adopt_owner_died = false)
+      : impl_(const_cast<Impl&>(impl)) {  // NOLINT: the lock is what makes this safe
+    const bool died =
+        adopt_owner_died || impl_.lock_->lock_write() == LockFile::WriteResult::owner_died;
+    try {
+      impl_.refresh(died);
+    } catch (...) {
+      impl_.lock_->unlock_write();
+      throw;
+    }
+  }
+  WriteSection(const WriteSection&) = delete;
+  WriteSection& operator=(const WriteSection&) = delete;
+  ~WriteSection() { impl_.lock_->unlock_write(); }
+
+ private:
+  Impl& impl_;
+};
+
+class Store::Impl::ReadSection {
+ public:
+  explicit ReadSection(const Impl& impl) : impl_(impl) { impl_.enter_read(); }
+  ReadSection(const ReadSection&) = delete;
+  ReadSection& operator=(const ReadSection&) = delete;
+  ~ReadSection() { impl_.lock_->exit_read(); }
+
+ private:
+  const Impl& impl_;
+};
+
+void Store::Impl::enter_read() const {
+  for (;;) {
+    if (lock_->try_enter_read()) {
+      if (!needs_refresh()) return;
+      // The file grew or was replaced: remap, which needs everyone else out.
+      lock_->exit_read();
+      WriteSection refresh(*this);
+      continue;
+    }
+    if (lock_->wait_for_writer() == LockFile::WriteResult::owner_died) {
+      WriteSection recover(*this, true);
+    }
+  }
+}
+
+// --------------------------------------------------------------- open / close
+
+namespace {
+
+void check_options(const std::string& path, const Options& o) {
+  if (path.empty()) throw Error(Errc::invalid_argument, "empty path");
+  if (o.max_file_size < detail::kMinFileSize || o.initial_size > o.max_file_size) {
+    throw Error(Errc::invalid_argument,
+                path + ": initial_size must not exceed max_file_size (at least 64 KiB)");
+  }
+  if (o.lock_timeout.count() < 0) throw Error(Errc::invalid_argument, path + ": negative lock_timeout");
+}
+
+std::uint64_t now_unix() { return static_cast<std::uint64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
+    : fs_path_(path), path_(path.string()), options_(options) {
+  check_options(path_, options_);
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    throw Error(Errc::not_a_store, path_ + ": is a directory");
+  }
+  if (!options_.create && ::stat(path_.c_str(), &st) != 0) {
+    throw Error(Errc::io, path_ + ": " + std::strerror(errno), kNoOffset,
+                std::error_code(errno, std::system_category()));
+  }
+  lock_ = std::make_unique<LockFile>(path_ + ".lock", options_.lock_timeout);
+  const LockFile::WriteResult r = lock_->lock_write();
+  try {
+    open_or_create();
+    FileHeader& h = file_->header();
+    if (r == LockFile::WriteResult::owner_died && h.writing.load() != 0) {
+      recover("a writer died while changing it");
+    } else if (lock_->first() && (h.clean.load() == 0 || h.writing.load() != 0)) {
+      recover("it was not closed cleanly");
+    }
+    epoch_ = lock_->file_epoch();
+  } catch (...) {
+    lock_->unlock_write();
+    throw;
+  }
+  lock_->unlock_write();
+  lock_->finish_attach();
+}
+
+Store::Impl::~Impl() {
+  if (!lock_) return;
+  try {
+    // The last handle out leaves the file durable and marked clean, so that the
+    // next first open can trust it without a rebuild.
+    if (lock_->begin_detach() && file_ && file_->writable()) {
+      WriteSection w(*this);
+      FileHeader& h = file_->header();
+      if (h.clean.load() == 0 && h.writing.load() == 0) {
+        file_->sync_all();
+        file_->header().clean.store(1);
+        file_->sync_all();
+      }
+    }
+  } catch (...) {
+    // Closing never throws; the next open sees the store unclean and recovers.
+  }
+}
+
+std::string Store::Impl::temp_path(const char* what) const {
+  static std::atomic<unsigned> counter{0};
+  return path_ + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+void Store::Impl::open_or_create() {
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) == 0) {
+    file_.emplace(DataFile::open(path_, true, options_.max_file_size));
+    return;
+  }
+  if (errno != ENOENT || !options_.create || options_.read_only) {
+    throw Error(Errc::io, path_ + ": " + std::strerror(errno), kNoOffset,
+                std::error_code(errno, std::system_category()));
+  }
+  // Built aside and renamed into place, so that nobody ever sees half a file.
+  const std::string tmp = temp_path("create");
+  DataFile fresh = DataFile::create(tmp, options_.initial_size, options_.max_file_size);
+  fresh.sync_all();
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    detail::throw_errno(path_, "rename", err);
+  }
+  fresh.renamed(path_);
+  file_.emplace(std::move(fresh));
+}
+
+void Store::Impl::reopen() {
+  struct stat at_path {};
+  struct stat mapped {};
+  if (file_ && ::stat(path_.c_str(), &at_path) == 0 && ::fstat(file_->fd(), &mapped) == 0 &&
+      at_path.st_ino == mapped.st_ino && at_path.st_dev == mapped.st_dev && !file_->retired()) {
+    if (file_->stale()) file_->adopt_size();
+    return;
+  }
+  file_.emplace(DataFile::open(path_, true, options_.max_file_size));
+}
+
+void Store::Impl::refresh(bool owner_died) {
+  if (owner_died || lock_->file_epoch() != epoch_ || file_->retired()) {
+    reopen();
+    epoch_ = lock_->file_epoch();
+  } else if (file_->stale()) {
+    file_->adopt_size();
+  }
+  if (owner_died && file_->header().writing.load() != 0) recover("a writer died while changing it");
+}
+
+void Store::Impl::recover(const std::string& why) {
+  if (!file_->writable()) {
+    throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
+                                   ") but the file is not writable by this process");
+  }
+  const std::string tmp = temp_path("recover");
+  std::vector<std::string> problems;
+  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
+  ++fresh.header().recoveries;
+  publish(std::move(fresh), tmp);
+}
+
+void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
+  fresh.sync_all();
+  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    detail::throw_errno(path_, "rename", err);
+  }
+  fresh.renamed(path_);
+  // The rename must be durable before anyone relies on it.
+  const std::string dir = fs_path_.has_parent_path() ? fs_path_.parent_path().string() : ".";
+  if (detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); d) ::fsync(d.get());
+  // Handles still mapping the old file reopen the path at their next call.
+  if (file_ && file_->writable()) {
+    file_->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
+  }
+  lock_->bump_file_epoch();
+  epoch_ = lock_->file_epoch();
+  file_.emplace(std::move(fresh));
+}
+
+// --------------------------------------------------------------- calls
+
+template <class F>
+auto Store::Impl::mutate(F&& f) {
+  if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
+  WriteSection w(*this);
+  if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
+  {
+    FileHeader& h = file_->header();
+    if (h.clean.load(std::memory_order_relaxed) != 0) {
+      h.clean.store(0);
+      if (options_.sync == Sync::always) file_->sync_all();
+    }
+    h.writing.store(1, std::memory_order_relaxed);
+  }
+  struct Done {
+    DataFile& file;
+    ~Done() { file.header().writing.store(0, std::memory_order_release); }
+  } done{*file_};
+  auto result = f(*file_);
+  if (options_.sync == Sync::always) file_->sync_tail();
+  return result;
+}
+
+void Store::Impl::put(std::string_view key, std::string_view value) {
+  mutate([&](DataFile& f) { return f.put(key, value, 0); });
+}
+
+bool Store::Impl::erase(std::string_view key) {
+  return mutate([&](DataFile& f) { return f.erase(key, 0); });
+}
+
+void Store::Impl::apply(const std::vector<BatchOp>& ops) {
+  std::vector<DataFile::Op> plain;
+  plain.reserve(ops.size());
+  for (const BatchOp& op : ops) plain.push_back({op.key, op.value, op.erase});
+  mutate([&](DataFile& f) {
+    f.apply(plain);
+    return true;
+  });
+}
+
+bool Store::Impl::visit(std::string_view key, const std::function<void(std::string_view)>& fn) const {
+  ReadSection r(*this);
+  detail::RecordView rec{};
+  if (!file_->find(key, rec)) return false;
+  fn(rec.value);
+  return true;
+}
+
+std::size_t Store::Impl::size() const {
+  ReadSection r(*this);
+  return file_->size();
+}
+
+void Store::Impl::for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const {
+  ReadSection r(*this);
+  file_->for_each([&](const detail::RecordView& rec) { return fn(rec.key, rec.value); });
+}
+
+void Store::Impl::compact() {
+  if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
+  WriteSection w(*this);
+  if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
+  const std::string tmp = temp_path("compact");
+  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, nullptr);
+  ++fresh.header().compactions;
+  fresh.header().last_compact_unix = now_unix();
+  fresh.header().clean.store(file_->header().clean.load());
+  publish(std::move(fresh), tmp);
+}
+
+void Store::Impl::sync() {
+  ReadSection r(*this);
+  if (file_->writable()) file_->sync_all();
+}
+
+Stats Store::Impl::stats() const {
+  ReadSection r(*this);
+  Stats s;
+  const FileHeader& h = file_->header();
+  const detail::Root& root = file_->root();
+  s.file_size = h.file_size.load();
+  s.free_bytes = file_->free_bytes();
+  s.used_bytes = s.file_size - s.free_bytes;
+  s.keys = root.keys;
+  s.key_bytes = root.key_bytes;
+  s.value_bytes = root.value_bytes;
+  s.record_bytes = root.record_bytes;
+  s.dead_bytes = root.dead_bytes;
+  s.table_slots = root.slot_count;
+  s.load_factor = root.slot_count == 0 ? 0.0 : static_cast<double>(root.keys) / static_cast<double>(root.slot_count);
+  s.generation = h.generation.load();
+  s.grows = h.grows;
+  s.compactions = h.compactions;
+  s.last_compact_unix = h.last_compact_unix;
+  s.recoveries = h.recoveries;
+  s.processes = lock_->attached();
+  s.sync = options_.sync;
+  return s;
+}
+
+std::vector<std::string> Store::Impl::check() const {
+  ReadSection r(*this);
+  return file_->check();
+}
+
+}  // namespace kvstore

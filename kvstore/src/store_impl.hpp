@@ -1,0 +1,65 @@
+// Store::Impl: wires the lock file, the mapped data file and the public calls.
+// Every public call enters through a ReadSection or a WriteSection, which take
+// the cross-process lock and bring this handle's mapping up to date first.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data_file.hpp"
+#include "kvstore/store.hpp"
+#include "lock.hpp"
+
+namespace kvstore {
+
+class Store::Impl {
+ public:
+  Impl(const std::filesystem::path& path, const Options& options);
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+  ~Impl();
+
+  void put(std::string_view key, std::string_view value);
+  bool visit(std::string_view key, const std::function<void(std::string_view)>& fn) const;
+  bool erase(std::string_view key);
+  [[nodiscard]] std::size_t size() const;
+  void for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const;
+  void apply(const std::vector<BatchOp>& ops);
+  void compact();
+  void sync();
+  [[nodiscard]] Stats stats() const;
+  [[nodiscard]] std::vector<std::string> check() const;
+  [[nodiscard]] const std::filesystem::path& path() const noexcept { return fs_path_; }
+
+ private:
+  class ReadSection;
+  class WriteSection;
+  friend class ReadSection;
+  friend class WriteSection;
+
+  void enter_read() const;
+  [[nodiscard]] bool needs_refresh() const noexcept {
+    return lock_->file_epoch() != epoch_ || file_->stale();
+  }
+  // Under the write lock: map what is now at the path, recovering if a writer died.
+  void refresh(bool owner_died);
+  void open_or_create();
+  void reopen();
+  void recover(const std::string& why);
+  // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
+  void publish(detail::DataFile fresh, const std::string& tmp);
+  [[nodiscard]] std::string temp_path(const char* what) const;
+  template <class F>
+  auto mutate(F&& f);
+
+  std::filesystem::path fs_path_;
+  std::string path_;
+  Options options_;
+  std::unique_ptr<detail::LockFile> lock_;
+  std::optional<detail::DataFile> file_;
+  std::uint64_t epoch_ = 0;
+};
+
+}  // namespace kvstore
