@@ -570,8 +570,8 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
     const std::uint64_t new_size =
         round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
     if (new_size < d.map_.size()) {
-      const std::uint64_t segment_end = kHeaderSize + d.segment()->get_size();
-      if (new_size > segment_end) d.segment()->grow(new_size - segment_end);
+      // The few bytes between the segment's end and the page boundary stay
+      // outside the segment until the next grow() takes them in.
       d.map_.resize(new_size, path);
       if (::ftruncate(d.fd_.get(), static_cast<off_t>(new_size)) != 0) throw_errno(path, "truncate", errno);
       d.header().file_size.store(new_size);

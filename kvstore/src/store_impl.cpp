@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 #include <ctime>
 
 #include "kvstore/error.hpp"
@@ -96,6 +97,7 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   lock_ = std::make_unique<LockFile>(path_ + ".lock", options_.lock_timeout);
   const LockFile::WriteResult r = lock_->lock_write();
   try {
+    if (lock_->first()) remove_stale_temp_files();
     open_or_create();
     FileHeader& h = file_->header();
     if (r == LockFile::WriteResult::owner_died && h.writing.load() != 0) {
@@ -134,6 +136,25 @@ Store::Impl::~Impl() {
 std::string Store::Impl::temp_path(const char* what) const {
   static std::atomic<unsigned> counter{0};
   return path_ + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+}
+
+void Store::Impl::remove_stale_temp_files() const {
+  // A process killed while building a file leaves it behind. Only the first
+  // handle to attach may remove them: nobody else can be building one.
+  const std::string prefix = fs_path_.filename().string() + ".";
+  const std::filesystem::path dir = fs_path_.has_parent_path() ? fs_path_.parent_path() : ".";
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string rest = name.substr(prefix.size());
+    for (const char* what : {"create.", "compact.", "recover."}) {
+      if (rest.rfind(what, 0) == 0 &&
+          rest.find_first_not_of("0123456789.", std::strlen(what)) == std::string::npos) {
+        std::filesystem::remove(entry.path(), ec);
+      }
+    }
+  }
 }
 
 void Store::Impl::open_or_create() {

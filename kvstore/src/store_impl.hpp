@@ -46,6 +46,7 @@ class Store::Impl {
   // Under the write lock: map what is now at the path, recovering if a writer died.
   void refresh(bool owner_died);
   void open_or_create();
+  void remove_stale_temp_files() const;
   void reopen();
   void recover(const std::string& why);
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
