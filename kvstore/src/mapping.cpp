@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -31,40 +32,84 @@ void throw_errno(const std::string& path, const std::string& what, int err) {
               std::error_code(err, std::system_category()));
 }
 
-Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& path) {
+namespace {
+constexpr std::uint64_t kPage = 4096;
+// Address space is cheap (128 TiB per process) but not free: reserve room for
+// growth up to 64 GiB, or twice the file, whichever is more.
+constexpr std::uint64_t kDefaultReserve = std::uint64_t{64} << 30;
+
+void* reserve_range(void* at, std::uint64_t bytes, int extra_flags) {
+  return ::mmap(at, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra_flags, -1, 0);
+}
+}  // namespace
+
+Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& path,
+                 std::uint64_t reserve)
+    : fd_(fd), writable_(writable) {
+  std::uint64_t want = std::max({reserve, size * 2, std::min(kDefaultReserve, size * 64)});
+  want = (want + kPage - 1) / kPage * kPage;
+  void* r = reserve_range(nullptr, want, 0);
+  if (r == MAP_FAILED) {
+    want = (size + kPage - 1) / kPage * kPage;  // no room for growth in place: map just the file
+    r = reserve_range(nullptr, want, 0);
+    if (r == MAP_FAILED) throw_errno(path, "reserve address space", errno);
+  }
   const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* p = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) throw_errno(path, "mmap", errno);
+  void* p = ::mmap(r, size, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (p == MAP_FAILED) {
+    const int err = errno;
+    ::munmap(r, want);
+    throw_errno(path, "mmap", err);
+  }
   base_ = static_cast<char*>(p);
   size_ = size;
+  reserved_ = want;
 }
 
 Mapping::Mapping(Mapping&& o) noexcept
-    : base_(std::exchange(o.base_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+    : base_(std::exchange(o.base_, nullptr)),
+      size_(std::exchange(o.size_, 0)),
+      reserved_(std::exchange(o.reserved_, 0)),
+      fd_(o.fd_),
+      writable_(o.writable_) {}
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {
   if (this != &o) {
-    if (base_ != nullptr) ::munmap(base_, size_);
+    if (base_ != nullptr) ::munmap(base_, reserved_);
     base_ = std::exchange(o.base_, nullptr);
     size_ = std::exchange(o.size_, 0);
+    reserved_ = std::exchange(o.reserved_, 0);
+    fd_ = o.fd_;
+    writable_ = o.writable_;
   }
   return *this;
 }
 
 Mapping::~Mapping() {
-  if (base_ != nullptr) ::munmap(base_, size_);
+  if (base_ != nullptr) ::munmap(base_, reserved_);
 }
 
 void Mapping::resize(std::uint64_t new_size, const std::string& path) {
-  void* p = ::mremap(base_, size_, new_size, MREMAP_MAYMOVE);
-  if (p == MAP_FAILED) throw_errno(path, "mremap", errno);
-  base_ = static_cast<char*>(p);
+  if (new_size > reserved_) {
+    *this = Mapping(fd_, new_size, writable_, path);
+    return;
+  }
+  if (new_size > size_) {
+    const int prot = PROT_READ | (writable_ ? PROT_WRITE : 0);
+    void* p = ::mmap(base_ + size_, new_size - size_, prot, MAP_SHARED | MAP_FIXED, fd_,
+                     static_cast<off_t>(size_));
+    if (p == MAP_FAILED) throw_errno(path, "mmap", errno);
+  } else if (new_size < size_) {
+    if (reserve_range(base_ + new_size, size_ - new_size, MAP_FIXED) == MAP_FAILED) {
+      throw_errno(path, "unmap", errno);
+    }
+  }
   size_ = new_size;
 }
 
 void Mapping::sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const {
-  const std::uint64_t page = 4096;
-  const std::uint64_t begin = offset & ~(page - 1);
+
+  const std::uint64_t begin = offset & ~(kPage - 1);
   std::uint64_t end = offset + length;
   if (end > size_) end = size_;
   if (end <= begin) return;
@@ -73,8 +118,8 @@ void Mapping::sync(std::uint64_t offset, std::uint64_t length, const std::string
 
 void Mapping::prefault(std::uint64_t offset, std::uint64_t length) const noexcept {
 #ifdef MADV_POPULATE_WRITE
-  const std::uint64_t page = 4096;
-  const std::uint64_t begin = offset & ~(page - 1);
+
+  const std::uint64_t begin = offset & ~(kPage - 1);
   const std::uint64_t end = offset + length > size_ ? size_ : offset + length;
   if (end > begin) ::madvise(base_ + begin, end - begin, MADV_POPULATE_WRITE);
 #else

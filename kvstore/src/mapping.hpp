@@ -32,11 +32,16 @@ class Fd {
 // Throws Error(io or no_space) describing errno for `what` on `path`.
 [[noreturn]] void throw_errno(const std::string& path, const std::string& what, int err);
 
-// A MAP_SHARED mapping of the first `size` bytes of a file.
+// A MAP_SHARED mapping of the first `size` bytes of a file, inside a larger
+// reservation of address space so that growing maps the new tail in place:
+// the base never moves, pages already faulted stay mapped, and nothing that
+// tracks addresses (other threads, ThreadSanitizer) sees memory change hands.
 class Mapping {
  public:
   Mapping() = default;
-  Mapping(int fd, std::uint64_t size, bool writable, const std::string& path);
+  // Reserves at least `reserve` bytes of address space.
+  Mapping(int fd, std::uint64_t size, bool writable, const std::string& path,
+          std::uint64_t reserve = 0);
   Mapping(Mapping&& o) noexcept;
   Mapping& operator=(Mapping&& o) noexcept;
   Mapping(const Mapping&) = delete;
@@ -45,7 +50,8 @@ class Mapping {
 
   [[nodiscard]] char* base() const noexcept { return base_; }
   [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
-  // Changes the mapped length; the base may move (mremap). Pages stay resident.
+  // Changes the mapped length: in place within the reservation, else by a
+  // fresh mapping at a new base.
   void resize(std::uint64_t new_size, const std::string& path);
   // msync(MS_SYNC) of [offset, offset+length), rounded out to pages.
   void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
@@ -55,6 +61,9 @@ class Mapping {
  private:
   char* base_ = nullptr;
   std::uint64_t size_ = 0;
+  std::uint64_t reserved_ = 0;
+  int fd_ = -1;
+  bool writable_ = false;
 };
 
 // Extends the file to `size` bytes with real blocks (fallocate), so that a
