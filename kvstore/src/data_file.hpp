@@ -16,6 +16,8 @@
 
 namespace kvstore::detail {
 
+class LatestIndex;
+
 // A record as found in a chunk, its key and value viewed in the mapping.
 struct RecordView {
   std::uint64_t offset;  // file offset of the record
@@ -86,6 +88,8 @@ class DataFile {
   void apply(const std::vector<Op>& ops);
   // Makes everything durable: msync of the whole mapping, then fdatasync.
   void sync_all() const;
+  // Makes the header page durable.
+  void sync_header() const { map_.sync(0, kHeaderSize, path_); }
   // Makes the last appended records durable (Sync::always).
   void sync_tail();
 
@@ -127,6 +131,9 @@ class DataFile {
   void* allocate(std::uint64_t bytes);
   void grow(std::uint64_t at_least);
   void validate_root() const;
+  // Replays every record into key -> latest record (see data_file.cpp).
+  LatestIndex replay(const std::function<void(const std::string&)>& problem,
+                     std::uint64_t* record_bytes) const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 

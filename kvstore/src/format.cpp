@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <boost/version.hpp>
+#include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <system_error>
@@ -23,6 +25,39 @@ std::uint64_t layout_fingerprint() noexcept {
       alignof(std::max_align_t), kFormatVersion,
   };
   return crc32c(0, facts, sizeof facts) | (std::uint64_t{BOOST_VERSION} << 32);
+}
+
+const unsigned char* current_boot_id() noexcept {
+  // Read once: it cannot change while we run. All zeros if unreadable, which
+  // only makes recovery more eager, never less.
+  static const auto id = [] {
+    std::array<unsigned char, 16> out{};
+    char text[64] = {};
+    std::size_t n = 0;
+    if (std::FILE* f = std::fopen("/proc/sys/kernel/random/boot_id", "re")) {
+      n = std::fread(text, 1, sizeof text - 1, f);
+      std::fclose(f);
+    }
+    auto nibble = [](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      return -1;
+    };
+    std::size_t o = 0;
+    int high = -1;
+    for (std::size_t i = 0; i < n && o < out.size(); ++i) {
+      const int v = nibble(text[i]);
+      if (v < 0) continue;
+      if (high < 0) {
+        high = v;
+      } else {
+        out[o++] = static_cast<unsigned char>(high * 16 + v);
+        high = -1;
+      }
+    }
+    return out;
+  }();
+  return id.data();
 }
 
 void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offset,

@@ -55,6 +55,10 @@ struct FileHeader {
   std::uint64_t compactions;
   std::uint64_t recoveries;
   std::uint64_t last_compact_unix;
+  // The kernel's boot id when `clean` was last cleared. An unclean file from
+  // this boot lost nothing (the page cache holds every completed write); from
+  // an earlier boot it may have lost unsynced pages and must be rebuilt.
+  unsigned char boot_id[16];
 };
 static_assert(sizeof(FileHeader) <= kHeaderSize);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -73,6 +77,9 @@ struct HeaderCheck {
   std::uint64_t hash_seed;
 };
 HeaderCheck read_and_validate_header(int fd, const std::string& path);
+
+// The id of the running kernel's boot (/proc/sys/kernel/random/boot_id).
+[[nodiscard]] const unsigned char* current_boot_id() noexcept;
 
 // Fills a fresh header (fixed part and checksum).
 void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offset,

@@ -100,10 +100,12 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
     if (lock_->first()) remove_stale_temp_files();
     open_or_create();
     FileHeader& h = file_->header();
-    if (r == LockFile::WriteResult::owner_died && h.writing.load() != 0) {
+    if (h.writing.load() != 0 && (r == LockFile::WriteResult::owner_died || lock_->first())) {
       recover("a writer died while changing it");
-    } else if (lock_->first() && (h.clean.load() == 0 || h.writing.load() != 0)) {
-      recover("it was not closed cleanly");
+    } else if (lock_->first() && h.clean.load() == 0 &&
+               std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
+      // Unclean from an earlier boot: pages that never reached the disk are gone.
+      recover("the machine stopped before it was closed");
     }
     epoch_ = lock_->file_epoch();
   } catch (...) {
@@ -243,8 +245,11 @@ auto Store::Impl::mutate(F&& f) {
   {
     FileHeader& h = file_->header();
     if (h.clean.load(std::memory_order_relaxed) != 0) {
+      std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
       h.clean.store(0);
-      if (options_.sync == Sync::always) file_->sync_all();
+      // Once a session, in every sync mode: after a power cut the file must not
+      // claim to be clean while pages written since were lost.
+      file_->sync_header();
     }
     h.writing.store(1, std::memory_order_relaxed);
   }
