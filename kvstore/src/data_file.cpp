@@ -138,20 +138,20 @@ void DataFile::adopt_size() {
 
 // ---------------------------------------------------------------- records
 
-RecordView DataFile::record_at(std::uint64_t offset) const {
-  const std::uint64_t size = map_.size();
+RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
+                       const std::string& path) {
   if (offset < kHeaderSize || offset % kRecordAlign != 0 || offset > size - sizeof(RecordHeader)) {
-    throw Error(Errc::corrupt, path_ + ": record offset " + hex(offset) + " out of bounds", offset);
+    throw Error(Errc::corrupt, path + ": record offset " + hex(offset) + " out of bounds", offset);
   }
   RecordHeader h;
-  std::memcpy(&h, map_.base() + offset, sizeof h);
+  std::memcpy(&h, base + offset, sizeof h);
   const std::uint64_t total = record_size(h.key_size, h.value_size);
   if (total > size - offset ||
       (h.type != static_cast<std::uint8_t>(RecordType::put) &&
        h.type != static_cast<std::uint8_t>(RecordType::erase))) {
-    throw Error(Errc::corrupt, path_ + ": bad record at " + hex(offset), offset);
+    throw Error(Errc::corrupt, path + ": bad record at " + hex(offset), offset);
   }
-  const char* p = map_.base() + offset + sizeof h;
+  const char* p = base + offset + sizeof h;
   return RecordView{offset,
                     total,
                     static_cast<RecordType>(h.type),
@@ -160,10 +160,14 @@ RecordView DataFile::record_at(std::uint64_t offset) const {
                     {p + h.key_size, h.value_size}};
 }
 
-bool DataFile::record_ok(const RecordView& r) const noexcept {
+bool record_intact(const RecordView& r) noexcept {
   RecordHeader h;
-  std::memcpy(&h, map_.base() + r.offset, sizeof h);
+  std::memcpy(&h, r.key.data() - sizeof h, sizeof h);
   return h.crc == record_crc(h, r.key, r.value);
+}
+
+RecordView DataFile::record_at(std::uint64_t offset) const {
+  return read_record(map_.base(), map_.size(), offset, path_);
 }
 
 std::uint64_t DataFile::append(std::string_view key, std::string_view value, RecordType type,
@@ -286,7 +290,7 @@ bool DataFile::find(std::string_view key, RecordView& out) const {
   const std::uint64_t i = probe(key, key_hash(key, seed_), found);
   if (!found) return false;
   out = record_at(table()[i].offset);
-  if (out.type != RecordType::put || !record_ok(out)) {
+  if (out.type != RecordType::put || !record_intact(out)) {
     throw Error(Errc::corrupt, path_ + ": record at " + hex(out.offset) + " fails its checksum; run kvtool check",
                 out.offset);
   }
@@ -446,13 +450,17 @@ void DataFile::sync_tail() {
 
 // ---------------------------------------------------------------- iteration
 
-void DataFile::for_each(const std::function<bool(const RecordView&)>& fn) const {
+std::vector<std::uint64_t> DataFile::live_offsets() const {
+  std::vector<std::uint64_t> out;
+  out.reserve(root().keys);
   const Slot* t = table();
   const std::uint64_t n = root().slot_count;
   for (std::uint64_t i = 0; i < n; ++i) {
-    if (t[i].offset == 0) continue;
-    if (!fn(record_at(t[i].offset))) return;
+    if (t[i].offset != 0) out.push_back(t[i].offset);
   }
+  // File order: the caller then reads the records sequentially.
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
@@ -481,7 +489,7 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
         problem(e.what());
         break;
       }
-      if (r.size > used - pos || !record_ok(r)) {
+      if (r.size > used - pos || !record_intact(r)) {
         problem("record at " + hex(data + pos) + " in chunk " + std::to_string(ordinal) +
                 " fails its checksum or bounds; the rest of the chunk is skipped");
         break;
@@ -704,7 +712,7 @@ std::vector<std::string> DataFile::check() const {
       const RecordView rec = record_at(t[i].offset);
       key_bytes += rec.key.size();
       value_bytes += rec.value.size();
-      if (rec.type != RecordType::put || !record_ok(rec)) {
+      if (rec.type != RecordType::put || !record_intact(rec)) {
         problem("slot " + std::to_string(i) + ": record at " + hex(rec.offset) + " is damaged");
         continue;
       }

@@ -28,6 +28,13 @@ struct RecordView {
   std::string_view value;
 };
 
+// Bounds-checks the record at `offset` of a mapping of `size` bytes at `base`
+// and views it. Throws Error(corrupt).
+[[nodiscard]] RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
+                                     const std::string& path);
+// Whether the record's checksum holds.
+[[nodiscard]] bool record_intact(const RecordView& r) noexcept;
+
 class DataFile {
  public:
   // Creates a new file at `path` (which must not exist) holding an empty store.
@@ -53,6 +60,7 @@ class DataFile {
     return *reinterpret_cast<Root*>(map_.base() + root_offset_);  // NOLINT: validated offset
   }
   [[nodiscard]] std::uint64_t mapped_size() const noexcept { return map_.size(); }
+  [[nodiscard]] const char* base() const noexcept { return map_.base(); }
 
   // True when another handle grew or replaced the file since we mapped it.
   [[nodiscard]] bool stale() const noexcept {
@@ -71,8 +79,10 @@ class DataFile {
   // The live record of `key`, if any.
   [[nodiscard]] bool find(std::string_view key, RecordView& out) const;
   [[nodiscard]] std::uint64_t size() const noexcept { return root().keys; }
-  // Calls fn for every live record, in index order, until it returns false.
-  void for_each(const std::function<bool(const RecordView&)>& fn) const;
+  // Offsets of every live record, in file order. Records never change once
+  // written and the mapping never moves, so the caller may read them after
+  // releasing the lock for as long as it keeps this DataFile alive.
+  [[nodiscard]] std::vector<std::uint64_t> live_offsets() const;
 
   // --- writes (write lock)
   // Appends one record and points the index at it (or, for an erase, removes
@@ -117,7 +127,6 @@ class DataFile {
   }
   [[nodiscard]] Slot* table() const;
   [[nodiscard]] RecordView record_at(std::uint64_t offset) const;
-  [[nodiscard]] bool record_ok(const RecordView& r) const noexcept;
   // Slot index of `key` (found) or of the empty slot where it would go.
   std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;
   void index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r);

@@ -71,7 +71,8 @@ Mapping::Mapping(Mapping&& o) noexcept
       size_(std::exchange(o.size_, 0)),
       reserved_(std::exchange(o.reserved_, 0)),
       fd_(o.fd_),
-      writable_(o.writable_) {}
+      writable_(o.writable_),
+      outgrown_(std::move(o.outgrown_)) {}
 
 Mapping& Mapping::operator=(Mapping&& o) noexcept {
   if (this != &o) {
@@ -81,6 +82,7 @@ Mapping& Mapping::operator=(Mapping&& o) noexcept {
     reserved_ = std::exchange(o.reserved_, 0);
     fd_ = o.fd_;
     writable_ = o.writable_;
+    outgrown_ = std::move(o.outgrown_);
   }
   return *this;
 }
@@ -91,7 +93,10 @@ Mapping::~Mapping() {
 
 void Mapping::resize(std::uint64_t new_size, const std::string& path) {
   if (new_size > reserved_) {
-    *this = Mapping(fd_, new_size, writable_, path);
+    Mapping bigger(fd_, new_size, writable_, path);
+    bigger.outgrown_ = std::move(outgrown_);
+    bigger.outgrown_.push_back(std::move(*this));
+    *this = std::move(bigger);
     return;
   }
   if (new_size > size_) {

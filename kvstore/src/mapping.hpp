@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace kvstore::detail {
 
@@ -51,7 +52,8 @@ class Mapping {
   [[nodiscard]] char* base() const noexcept { return base_; }
   [[nodiscard]] std::uint64_t size() const noexcept { return size_; }
   // Changes the mapped length: in place within the reservation, else by a
-  // fresh mapping at a new base.
+  // fresh mapping at a new base (the old one stays mapped until destruction,
+  // so that views taken before stay valid).
   void resize(std::uint64_t new_size, const std::string& path);
   // msync(MS_SYNC) of [offset, offset+length), rounded out to pages.
   void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
@@ -64,6 +66,7 @@ class Mapping {
   std::uint64_t reserved_ = 0;
   int fd_ = -1;
   bool writable_ = false;
+  std::vector<Mapping> outgrown_;
 };
 
 // Extends the file to `size` bytes with real blocks (fallocate), so that a

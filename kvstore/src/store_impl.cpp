@@ -162,7 +162,7 @@ void Store::Impl::remove_stale_temp_files() const {
 void Store::Impl::open_or_create() {
   struct stat st {};
   if (::stat(path_.c_str(), &st) == 0) {
-    file_.emplace(DataFile::open(path_, true, options_.max_file_size));
+    file_ = std::make_shared<DataFile>(DataFile::open(path_, true, options_.max_file_size));
     return;
   }
   if (errno != ENOENT || !options_.create || options_.read_only) {
@@ -179,7 +179,7 @@ void Store::Impl::open_or_create() {
     detail::throw_errno(path_, "rename", err);
   }
   fresh.renamed(path_);
-  file_.emplace(std::move(fresh));
+  file_ = std::make_shared<DataFile>(std::move(fresh));
 }
 
 void Store::Impl::reopen() {
@@ -190,7 +190,7 @@ void Store::Impl::reopen() {
     if (file_->stale()) file_->adopt_size();
     return;
   }
-  file_.emplace(DataFile::open(path_, true, options_.max_file_size));
+  file_ = std::make_shared<DataFile>(DataFile::open(path_, true, options_.max_file_size));
 }
 
 void Store::Impl::refresh(bool owner_died) {
@@ -232,7 +232,7 @@ void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
   }
   lock_->bump_file_epoch();
   epoch_ = lock_->file_epoch();
-  file_.emplace(std::move(fresh));
+  file_ = std::make_shared<DataFile>(std::move(fresh));
 }
 
 // --------------------------------------------------------------- calls
@@ -294,8 +294,27 @@ std::size_t Store::Impl::size() const {
 }
 
 void Store::Impl::for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const {
-  ReadSection r(*this);
-  file_->for_each([&](const detail::RecordView& rec) { return fn(rec.key, rec.value); });
+  // A snapshot: the live offsets are taken under the read lock, the records
+  // read after it is released. Writers are never held up by a slow `fn`, and
+  // `fn` may call back into the store.
+  std::shared_ptr<DataFile> pin;
+  std::vector<std::uint64_t> offsets;
+  const char* base = nullptr;
+  std::uint64_t size = 0;
+  {
+    ReadSection r(*this);
+    pin = file_;
+    offsets = pin->live_offsets();
+    base = pin->base();
+    size = pin->mapped_size();
+  }
+  for (const std::uint64_t offset : offsets) {
+    const detail::RecordView rec = detail::read_record(base, size, offset, path_);
+    if (rec.type != detail::RecordType::put || !detail::record_intact(rec)) {
+      throw Error(Errc::corrupt, path_ + ": record fails its checksum; run kvtool check", offset);
+    }
+    if (!fn(rec.key, rec.value)) return;
+  }
 }
 
 void Store::Impl::compact() {

@@ -59,7 +59,9 @@ class Store::Impl {
   std::string path_;
   Options options_;
   std::unique_ptr<detail::LockFile> lock_;
-  std::optional<detail::DataFile> file_;
+  // Shared so that a for_each in progress keeps its snapshot mapped after
+  // another call replaced the file.
+  std::shared_ptr<detail::DataFile> file_;
   std::uint64_t epoch_ = 0;
 };
 

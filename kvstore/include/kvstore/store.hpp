@@ -46,8 +46,8 @@ struct Stats {
   Sync sync = Sync::none;           // this handle's sync mode
 };
 
-// One change inside Store::apply(): a put, or an erase when `value` is empty
-// and `erase` is set.
+// One change inside Store::apply(): a put of `value`, or an erase when
+// `erase` is set (then `value` is ignored).
 struct BatchOp {
   std::string key;
   std::string value;
@@ -92,8 +92,10 @@ class Store {
   // Number of live keys. Throws Error: busy, io.
   [[nodiscard]] std::size_t size() const;
 
-  // Calls `fn(key, value)` for every pair, in no particular order, under the
-  // read lock (writers wait until it returns). `fn` returns false to stop early.
+  // Calls `fn(key, value)` for every pair of a snapshot taken when the call
+  // begins, in no particular order; `fn` returns false to stop early. The lock
+  // is held only to take the snapshot: writers proceed while `fn` runs (so a
+  // slow consumer never stalls them), and `fn` may call into this Store.
   // Throws Error: busy, corrupt, io (and whatever `fn` throws).
   void for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const;
 
