@@ -11,6 +11,7 @@
 #include <random>
 #include <unordered_map>
 
+#include "crash_point.hpp"
 #include "crc32c.hpp"
 #include "hash.hpp"
 #include "kvstore/error.hpp"
@@ -92,7 +93,10 @@ DataFile DataFile::open(const std::string& path, bool writable, std::uint64_t ma
   d.map_ = Mapping(d.fd_.get(), hc.file_size, d.writable_, path);
   d.root_offset_ = hc.root_offset;
   d.seed_ = hc.hash_seed;
-  d.validate_root();
+  d.short_file_ = hc.short_file;
+  // The root is validated by the caller once it knows the file needs no
+  // recovery: after a power cut it may point at pages that never reached the
+  // disk, and recovery reads only what the chunks prove.
   return d;
 }
 
@@ -184,12 +188,14 @@ std::uint64_t DataFile::append(std::string_view key, std::string_view value, Rec
   h.value_size = static_cast<std::uint32_t>(value.size());
   h.crc = record_crc(h, key, value);
   std::memcpy(p, &h, sizeof h);
+  crash_point("append.partial");
   if (!key.empty()) std::memcpy(p + sizeof h, key.data(), key.size());
   if (!value.empty()) std::memcpy(p + sizeof h + key.size(), value.data(), value.size());
   const std::uint64_t pad = size - sizeof h - key.size() - value.size();
   if (pad != 0) std::memset(p + sizeof h + key.size() + value.size(), 0, pad);
   // The record counts (for recovery) only once it is complete.
   c->used.store(used + size, std::memory_order_release);
+  crash_point("append.done");
   root().record_bytes += size;
   const auto offset = static_cast<std::uint64_t>(p - map_.base());
   note_dirty(static_cast<std::uint64_t>(reinterpret_cast<char*>(c) - map_.base()),  // NOLINT
@@ -213,9 +219,11 @@ void DataFile::grow(std::uint64_t at_least) {
     }
   }
   allocate_file(fd_.get(), want, path_);
+  crash_point("grow.extended");
   map_.resize(want, path_);
   const std::uint64_t segment_end = kHeaderSize + segment()->get_size();
   segment()->grow(want - segment_end);
+  crash_point("grow.segment");
   FileHeader& h = header();
   h.file_size.store(want, std::memory_order_release);
   h.generation.fetch_add(1, std::memory_order_acq_rel);
@@ -245,6 +253,7 @@ void DataFile::reserve_records(std::uint64_t bytes) {
     capacity = round_up(bytes, kRecordAlign);
     p = allocate(sizeof(ChunkHeader) + capacity);
   }
+  crash_point("chunk.allocated");
   Root& root_now = root();  // allocate() may have remapped
   auto* c = new (p) ChunkHeader{};
   c->magic = kChunkMagic;
@@ -314,6 +323,7 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
     while (fresh[j].offset != 0) j = (j + 1) & mask;
     fresh[j] = old[i];
   }
+  crash_point("rehash.filled");
   root_now.table = fresh;
   root_now.slot_count = n;
   segment()->deallocate(const_cast<Slot*>(old));
@@ -348,6 +358,7 @@ bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
   r.key_bytes -= old.key.size();
   r.value_bytes -= old.value.size();
   --r.keys;
+  crash_point("erase.counted");
   // Backward-shift deletion: pull later entries of the run into the hole so that
   // every key stays reachable from its home slot without tombstones.
   const std::uint64_t mask = r.slot_count - 1;
@@ -377,6 +388,7 @@ bool DataFile::put(std::string_view key, std::string_view value, std::uint8_t fl
   const std::uint64_t offset = append(key, value, RecordType::put, flags);
   const std::uint64_t keys_before = root().keys;
   index_put(hash, offset, record_at(offset));
+  crash_point("put.indexed");
   return root().keys == keys_before;
 }
 
@@ -410,6 +422,7 @@ void DataFile::apply(const std::vector<Op>& ops) {
     const auto flags = static_cast<std::uint8_t>(kInBatch | (i + 1 == ops.size() ? kBatchEnd : 0));
     offsets.push_back(append(ops[i].key, ops[i].erase ? std::string_view{} : ops[i].value,
                              ops[i].erase ? RecordType::erase : RecordType::put, flags));
+    if (i == ops.size() / 2) crash_point("batch.half");
   }
   for (std::size_t i = 0; i < ops.size(); ++i) {
     const std::uint64_t hash = key_hash(ops[i].key, seed_);
@@ -562,7 +575,8 @@ class LatestIndex {
 // Replays history with batch semantics: records of an unfinished batch never count.
 LatestIndex DataFile::replay(const std::function<void(const std::string&)>& problem,
                              std::uint64_t* record_bytes) const {
-  LatestIndex latest(root().keys + 1024,
+  // root().keys only sizes the first allocation; bounded, since it may be damaged.
+  LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset).key; });
   std::vector<RecordView> pending;
   scan(
@@ -644,6 +658,7 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
       std::uint64_t i = s.hash & mask;
       while (table[i].offset != 0) i = (i + 1) & mask;
       table[i] = Slot{s.hash, offset};
+      crash_point("rebuild.copying");
       Root& root = d.root();
       ++root.keys;
       root.key_bytes += r.key.size();

@@ -53,6 +53,9 @@ class DataFile {
   void set_max_size(std::uint64_t max_size) noexcept { max_size_ = max_size; }
   [[nodiscard]] int fd() const noexcept { return fd_.get(); }
   [[nodiscard]] bool writable() const noexcept { return writable_; }
+  // Opened short of its published size (see HeaderCheck::short_file): usable
+  // only as the source of a rebuild.
+  [[nodiscard]] bool short_file() const noexcept { return short_file_; }
   [[nodiscard]] FileHeader& header() const noexcept {
     return *reinterpret_cast<FileHeader*>(map_.base());  // NOLINT: offset 0 of the mapping
   }
@@ -72,6 +75,8 @@ class DataFile {
     return header().state.load(std::memory_order_acquire) !=
            static_cast<std::uint32_t>(FileState::live);
   }
+  // Checks the root and the pointers it holds. Throws Error(corrupt).
+  void validate_root() const;
   // Maps the size the header now publishes (another handle grew the file).
   void adopt_size();
 
@@ -139,7 +144,6 @@ class DataFile {
   // Allocates from the segment, growing the file until it fits.
   void* allocate(std::uint64_t bytes);
   void grow(std::uint64_t at_least);
-  void validate_root() const;
   // Replays every record into key -> latest record (see data_file.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
                      std::uint64_t* record_bytes) const;
@@ -150,6 +154,7 @@ class DataFile {
   Fd fd_;
   Mapping map_;
   bool writable_ = false;
+  bool short_file_ = false;
   std::uint64_t root_offset_ = 0;
   std::uint64_t seed_ = 0;
   std::uint64_t max_size_ = 0;

@@ -129,6 +129,11 @@ HeaderCheck read_and_validate_header(int fd, const std::string& path) {
   if (hc.file_size < kMinValidSize || hc.file_size % kPageSize != 0) {
     throw Error(Errc::corrupt, path + ": bad size in header", offsetof(FileHeader, file_size));
   }
+  if (hc.file_size > length && u32(offsetof(FileHeader, clean)) == 0 &&
+      length / kPageSize * kPageSize >= kMinValidSize) {
+    hc.file_size = length / kPageSize * kPageSize;
+    hc.short_file = true;
+  }
   if (hc.file_size > length) {
     throw Error(Errc::corrupt,
                 path + ": truncated: header says " + std::to_string(hc.file_size) +

@@ -72,9 +72,13 @@ inline constexpr std::size_t kHeaderCrcBytes = offsetof(FileHeader, header_crc);
 // without mapping: magic, version, fingerprint, checksum, sizes against the
 // file's length. Throws Error (not_a_store, version_mismatch, corrupt, io).
 struct HeaderCheck {
-  std::uint64_t file_size;
+  std::uint64_t file_size;  // what to map
   std::uint64_t root_offset;
   std::uint64_t hash_seed;
+  // The file is shorter than its header says, and was not closed cleanly: a
+  // power cut kept a grown header page but not the grown length. Only the
+  // present bytes are mapped, and the store must be rebuilt from them.
+  bool short_file = false;
 };
 HeaderCheck read_and_validate_header(int fd, const std::string& path);
 

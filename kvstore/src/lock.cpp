@@ -11,6 +11,7 @@
 #include <new>
 #include <thread>
 
+#include "crash_point.hpp"
 #include "kvstore/error.hpp"
 
 namespace kvstore::detail {
@@ -119,6 +120,7 @@ LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeo
     throw Error(Errc::busy, lock_path + ": all " + std::to_string(kReaderSlots) +
                                 " reader slots are taken (too many open handles)");
   }
+  crash_point("attach.slot_claimed");
   // A dead previous owner may have left a count behind; the slot is ours now.
   slot_->readers.store(0, std::memory_order_seq_cst);
   std::uint32_t high = shared_->slot_high.load();

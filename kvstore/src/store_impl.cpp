@@ -9,6 +9,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "crash_point.hpp"
 #include "kvstore/error.hpp"
 
 namespace kvstore {
@@ -100,12 +101,16 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
     if (lock_->first()) remove_stale_temp_files();
     open_or_create();
     FileHeader& h = file_->header();
-    if (h.writing.load() != 0 && (r == LockFile::WriteResult::owner_died || lock_->first())) {
+    if (file_->short_file()) {
+      recover("the file is shorter than its header says");
+    } else if (h.writing.load() != 0 && (r == LockFile::WriteResult::owner_died || lock_->first())) {
       recover("a writer died while changing it");
     } else if (lock_->first() && h.clean.load() == 0 &&
                std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
       // Unclean from an earlier boot: pages that never reached the disk are gone.
       recover("the machine stopped before it was closed");
+    } else {
+      file_->validate_root();
     }
     epoch_ = lock_->file_epoch();
   } catch (...) {
@@ -191,6 +196,7 @@ void Store::Impl::reopen() {
     return;
   }
   file_ = std::make_shared<DataFile>(DataFile::open(path_, true, options_.max_file_size));
+  file_->validate_root();
 }
 
 void Store::Impl::refresh(bool owner_died) {
@@ -217,12 +223,14 @@ void Store::Impl::recover(const std::string& why) {
 
 void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
   fresh.sync_all();
+  detail::crash_point("publish.before_rename");
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     detail::throw_errno(path_, "rename", err);
   }
   fresh.renamed(path_);
+  detail::crash_point("publish.after_rename");
   // The rename must be durable before anyone relies on it.
   const std::string dir = fs_path_.has_parent_path() ? fs_path_.parent_path().string() : ".";
   if (detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); d) ::fsync(d.get());
