@@ -16,8 +16,16 @@ struct DumpResult {
   std::uint64_t pairs = 0;
 };
 
-// Writes every pair of `store`. Throws Error: busy, corrupt, io.
-DumpResult dump(const Store& store, std::ostream& out);
+struct DumpOptions {
+  // Write LMDB's mapsize= header line, sized so that mdb_load can take the
+  // data (without it mdb_load uses 1 MiB). Berkeley DB's db_load rejects the
+  // line: turn it off for dumps meant for db_load.
+  bool mapsize = true;
+};
+
+// Writes every pair of `store` (a snapshot: writers are not held up).
+// Throws Error: busy, corrupt, io.
+DumpResult dump(const Store& store, std::ostream& out, const DumpOptions& options = {});
 
 struct LoadResult {
   std::uint64_t pairs = 0;

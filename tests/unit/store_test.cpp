@@ -1,0 +1,374 @@
+// Unit tests of every public function of kvstore::Store, with bad arguments and bad files.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <fstream>
+#include <kvstore/store.hpp>
+#include <random>
+#include <string>
+
+#include "../support/temp_dir.hpp"
+
+using kvstore::Errc;
+using kvstore::Error;
+using kvstore::Options;
+using kvstore::Store;
+using kvstore::test::TempDir;
+
+namespace {
+
+Options tiny() {
+  Options o;
+  o.initial_size = 64 * 1024;
+  return o;
+}
+
+// Runs `fn` and returns the Errc it threw; fails the test if it threw nothing.
+template <class F>
+Errc code_of(F&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.code();
+  }
+  ADD_FAILURE() << "no kvstore::Error thrown";
+  return Errc::invalid_argument;
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+}  // namespace
+
+TEST(Store, PutGetEraseContainsSize) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  EXPECT_EQ(s.size(), 0u);
+  EXPECT_FALSE(s.get("a"));
+  s.put("a", "1");
+  s.put("b", "2");
+  EXPECT_EQ(s.get("a"), "1");
+  EXPECT_TRUE(s.contains("b"));
+  EXPECT_EQ(s.size(), 2u);
+  s.put("a", "one");  // replace
+  EXPECT_EQ(s.get("a"), "one");
+  EXPECT_EQ(s.size(), 2u);
+  EXPECT_TRUE(s.erase("a"));
+  EXPECT_FALSE(s.erase("a"));
+  EXPECT_FALSE(s.contains("a"));
+  EXPECT_EQ(s.size(), 1u);
+}
+
+TEST(Store, BinaryKeysEmptyKeyEmptyValue) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  const std::string nul_key("a\0b\0", 4);
+  std::string all_bytes;
+  for (int c = 0; c < 256; ++c) all_bytes.push_back(static_cast<char>(c));
+  s.put(nul_key, all_bytes);
+  s.put("", "empty key");
+  s.put("empty value", "");
+  EXPECT_EQ(s.get(nul_key), all_bytes);
+  EXPECT_FALSE(s.contains(std::string("a\0b", 3)));  // a prefix is another key
+  EXPECT_EQ(s.get(""), "empty key");
+  EXPECT_EQ(s.get("empty value"), "");
+  EXPECT_TRUE(s.contains("empty value"));
+}
+
+TEST(Store, LargeValues) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  std::string big(8 << 20, '\0');
+  std::mt19937 rng(1);
+  for (char& c : big) c = static_cast<char>(rng());
+  s.put("big", big);
+  s.put("big2", big.substr(3));
+  EXPECT_EQ(s.get("big"), big);
+  EXPECT_EQ(s.get("big2"), big.substr(3));
+  EXPECT_TRUE(s.check().empty());
+}
+
+TEST(Store, VisitSeesValueWithoutCopy) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  s.put("k", "value");
+  std::string seen;
+  EXPECT_TRUE(s.visit("k", [&](std::string_view v) { seen = v; }));
+  EXPECT_EQ(seen, "value");
+  EXPECT_FALSE(s.visit("missing", [&](std::string_view) { ADD_FAILURE() << "called for a missing key"; }));
+}
+
+TEST(Store, ForEachVisitsEveryPairOnceAndMayCallBack) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  for (int i = 0; i < 1000; ++i) s.put("k" + std::to_string(i), std::to_string(i));
+  std::map<std::string, std::string> seen;
+  s.for_each([&](std::string_view k, std::string_view v) {
+    EXPECT_TRUE(seen.emplace(std::string(k), std::string(v)).second) << "seen twice: " << k;
+    if (seen.size() == 10) s.put("added-during-iteration", "x");  // allowed: the lock is not held
+    return true;
+  });
+  EXPECT_EQ(seen.size(), 1000u);  // a snapshot: the key added meanwhile is not in it
+  for (int i = 0; i < 1000; ++i) EXPECT_EQ(seen["k" + std::to_string(i)], std::to_string(i));
+  int calls = 0;
+  s.for_each([&](std::string_view, std::string_view) { return ++calls < 5; });
+  EXPECT_EQ(calls, 5);
+}
+
+TEST(Store, ApplyIsAllOrNothing) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  s.put("gone", "x");
+  s.apply({{"a", "1", false}, {"b", "2", false}, {"gone", "", true}, {"a", "3", false}});
+  EXPECT_EQ(s.get("a"), "3");
+  EXPECT_EQ(s.get("b"), "2");
+  EXPECT_FALSE(s.contains("gone"));
+  s.apply({});
+  EXPECT_EQ(s.size(), 2u);
+  // A batch that cannot fit leaves the store as it was.
+  Options capped = tiny();
+  capped.max_file_size = 256 * 1024;
+  Store c = Store::open(d.file("c.kv"), capped);
+  c.put("keep", "me");
+  std::vector<kvstore::BatchOp> huge;
+  for (int i = 0; i < 10; ++i) huge.push_back({"k" + std::to_string(i), std::string(100'000, 'x'), false});
+  EXPECT_EQ(code_of([&] { c.apply(huge); }), Errc::store_full);
+  EXPECT_EQ(c.size(), 1u);
+  EXPECT_EQ(c.get("keep"), "me");
+  EXPECT_TRUE(c.check().empty());
+}
+
+TEST(Store, PersistsAcrossReopen) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  {
+    Store s = Store::open(path, tiny());
+    for (int i = 0; i < 5000; ++i) s.put("k" + std::to_string(i), std::string(i % 100, 'v'));
+    s.erase("k7");
+  }
+  Store s = Store::open(path, tiny());
+  EXPECT_EQ(s.size(), 4999u);
+  EXPECT_EQ(s.get("k4999"), std::string(99, 'v'));
+  EXPECT_FALSE(s.contains("k7"));
+  EXPECT_EQ(s.stats().recoveries, 0u);  // closed cleanly: no rebuild
+}
+
+TEST(Store, GrowsFrom64KiBPastHundredMiB) {
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), tiny());
+  EXPECT_EQ(s.stats().file_size, 64u * 1024);
+  const std::string value(1000, 'g');
+  for (int i = 0; i < 120'000; ++i) s.put("key" + std::to_string(i), value);
+  const kvstore::Stats st = s.stats();
+  EXPECT_GT(st.file_size, 100u << 20);
+  EXPECT_GE(st.grows, 10u);
+  EXPECT_EQ(st.keys, 120'000u);
+  EXPECT_EQ(s.get("key0"), value);
+  EXPECT_EQ(s.get("key119999"), value);
+}
+
+TEST(Store, CompactShrinksFileOnlineAndKeepsData) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  Store s = Store::open(path, tiny());
+  Store other = Store::open(path, tiny());
+  for (int i = 0; i < 20'000; ++i) s.put("k" + std::to_string(i), std::string(200, 'x'));
+  for (int i = 0; i < 20'000; i += 2) s.erase("k" + std::to_string(i));
+  const auto before = std::filesystem::file_size(path);
+  s.compact();
+  const auto after = std::filesystem::file_size(path);
+  EXPECT_LT(after, before / 2);
+  EXPECT_EQ(s.stats().compactions, 1u);
+  EXPECT_EQ(s.stats().dead_bytes, 0u);
+  // The other handle adopts the new file by itself, for reads and for writes.
+  EXPECT_EQ(other.size(), 10'000u);
+  EXPECT_EQ(other.get("k1"), std::string(200, 'x'));
+  EXPECT_FALSE(other.contains("k0"));
+  other.put("new", "value");
+  EXPECT_EQ(s.get("new"), "value");
+  EXPECT_TRUE(s.check().empty());
+}
+
+TEST(Store, TwoHandlesInOneProcessSeeEachOther) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  Store a = Store::open(path, tiny());
+  Store b = Store::open(path, tiny());
+  a.put("from-a", "1");
+  b.put("from-b", "2");
+  for (int i = 0; i < 20'000; ++i) a.put("grow" + std::to_string(i), std::string(300, 'z'));  // b remaps
+  EXPECT_EQ(b.get("from-a"), "1");
+  EXPECT_EQ(a.get("from-b"), "2");
+  EXPECT_EQ(b.get("grow19999"), std::string(300, 'z'));
+  EXPECT_EQ(a.stats().processes, 2u);
+}
+
+TEST(Store, MoveKeepsTheHandle) {
+  TempDir d;
+  Store a = Store::open(d.file("s.kv"), tiny());
+  a.put("k", "v");
+  Store b = std::move(a);
+  EXPECT_EQ(b.get("k"), "v");
+  Store c = Store::open(d.file("t.kv"), tiny());
+  c = std::move(b);
+  EXPECT_EQ(c.get("k"), "v");
+}
+
+TEST(Store, ReadOnlyRefusesWrites) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  Store::open(path, tiny()).put("k", "v");
+  Options ro;
+  ro.read_only = true;
+  Store s = Store::open(path, ro);
+  EXPECT_EQ(s.get("k"), "v");
+  EXPECT_EQ(code_of([&] { s.put("k", "w"); }), Errc::read_only);
+  EXPECT_EQ(code_of([&] { (void)s.erase("k"); }), Errc::read_only);
+  EXPECT_EQ(code_of([&] { s.compact(); }), Errc::read_only);
+  EXPECT_EQ(code_of([&] { s.apply({{"x", "y", false}}); }), Errc::read_only);
+  EXPECT_EQ(s.get("k"), "v");
+}
+
+TEST(Store, MissingFileWithoutCreate) {
+  TempDir d;
+  Options o;
+  o.create = false;
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("nope.kv"), o); }), Errc::io);
+  EXPECT_FALSE(std::filesystem::exists(d.file("nope.kv")));
+  Options ro;
+  ro.read_only = true;
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("nope.kv"), ro); }), Errc::io);
+}
+
+TEST(Store, BadOptions) {
+  TempDir d;
+  Options o;
+  o.initial_size = 2 << 20;
+  o.max_file_size = 1 << 20;
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("s.kv"), o); }), Errc::invalid_argument);
+  EXPECT_EQ(code_of([&] { (void)Store::open("", Options{}); }), Errc::invalid_argument);
+}
+
+TEST(Store, StoreFullAtMaxFileSize) {
+  TempDir d;
+  Options o = tiny();
+  o.max_file_size = 1 << 20;
+  Store s = Store::open(d.file("s.kv"), o);
+  int stored = 0;
+  const Errc code = code_of([&] {
+    for (;; ++stored) s.put("k" + std::to_string(stored), std::string(1000, 'f'));
+  });
+  EXPECT_EQ(code, Errc::store_full);
+  EXPECT_GT(stored, 500);
+  EXPECT_EQ(s.size(), static_cast<std::size_t>(stored));  // nothing lost, nothing half-stored
+  EXPECT_TRUE(s.check().empty());
+  EXPECT_LE(s.stats().file_size, 1u << 20);
+}
+
+TEST(Store, SyncAndStats) {
+  TempDir d;
+  Options o = tiny();
+  o.sync = kvstore::Sync::always;
+  Store s = Store::open(d.file("s.kv"), o);
+  s.put("k", "value");
+  s.sync();
+  const kvstore::Stats st = s.stats();
+  EXPECT_EQ(st.keys, 1u);
+  EXPECT_EQ(st.key_bytes, 1u);
+  EXPECT_EQ(st.value_bytes, 5u);
+  EXPECT_EQ(st.sync, kvstore::Sync::always);
+  EXPECT_GE(st.generation, 1u);
+  EXPECT_EQ(st.processes, 1u);
+  EXPECT_GT(st.table_slots, 0u);
+  EXPECT_GT(st.load_factor, 0.0);
+  EXPECT_EQ(st.file_size, std::filesystem::file_size(d.file("s.kv")));
+  EXPECT_EQ(s.path(), d.file("s.kv"));
+}
+
+// ------------------------------------------------------------------ bad files
+
+TEST(BadFile, EmptyFile) {
+  TempDir d;
+  write_file(d.file("e.kv"), "");
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("e.kv"), tiny()); }), Errc::not_a_store);
+}
+
+TEST(BadFile, Directory) {
+  TempDir d;
+  std::filesystem::create_directory(d.file("dir.kv"));
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("dir.kv"), tiny()); }), Errc::not_a_store);
+}
+
+TEST(BadFile, RandomBytes) {
+  TempDir d;
+  std::mt19937 rng(5);
+  for (const std::size_t size : {1UL, 100UL, 4096UL, 65536UL, 1UL << 20}) {
+    std::string junk(size, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    write_file(d.file("r.kv"), junk);
+    EXPECT_EQ(code_of([&] { (void)Store::open(d.file("r.kv"), tiny()); }), Errc::not_a_store) << size;
+  }
+}
+
+TEST(BadFile, ZeroFilled) {
+  TempDir d;
+  write_file(d.file("z.kv"), std::string(1 << 20, '\0'));
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("z.kv"), tiny()); }), Errc::not_a_store);
+}
+
+TEST(BadFile, ForeignHeaders) {
+  TempDir d;
+  // An LMDB data file starts with a page header and the magic 0xBEEFC0DE at offset 16.
+  std::string lmdb(8192, '\0');
+  const unsigned magic = 0xBEEFC0DE;
+  std::memcpy(lmdb.data() + 16, &magic, 4);
+  write_file(d.file("lmdb.kv"), lmdb);
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("lmdb.kv"), tiny()); }), Errc::not_a_store);
+  write_file(d.file("text.kv"), "VERSION=3\nformat=bytevalue\nHEADER=END\nDATA=END\n");
+  EXPECT_EQ(code_of([&] { (void)Store::open(d.file("text.kv"), tiny()); }), Errc::not_a_store);
+}
+
+TEST(BadFile, TruncatedStore) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  {
+    Store s = Store::open(path, tiny());
+    for (int i = 0; i < 3000; ++i) s.put("k" + std::to_string(i), std::string(100, 'v'));
+  }
+  const std::string whole = read_file(path);
+  for (const std::size_t keep : {std::size_t{10}, std::size_t{4095}, std::size_t{9000}, whole.size() / 2, whole.size() - 4096}) {
+    write_file(d.file("t.kv"), whole.substr(0, keep));
+    std::filesystem::remove(d.file("t.kv.lock"));
+    const Errc code = code_of([&] { (void)Store::open(d.file("t.kv"), tiny()); });
+    EXPECT_TRUE(code == Errc::corrupt || code == Errc::not_a_store) << keep;
+  }
+}
+
+TEST(BadFile, HeaderDamage) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  Store::open(path, tiny()).put("k", "v");
+  const std::string good = read_file(path);
+  auto damaged = [&](std::size_t at, char b) {
+    std::string bad = good;
+    bad[at] = b;
+    write_file(d.file("h.kv"), bad);
+    std::filesystem::remove(d.file("h.kv.lock"));
+    return code_of([&] { (void)Store::open(d.file("h.kv"), tiny()); });
+  };
+  EXPECT_EQ(damaged(0, 'X'), Errc::not_a_store);          // magic
+  EXPECT_EQ(damaged(8, 2), Errc::corrupt);                // version, caught by the checksum
+  EXPECT_EQ(damaged(33, 0x7f), Errc::corrupt);            // root offset, caught by the checksum
+  EXPECT_EQ(damaged(50, 1), Errc::corrupt);               // the checksum itself
+  EXPECT_EQ(damaged(66, 0x7f), Errc::corrupt);            // file_size beyond the file
+}

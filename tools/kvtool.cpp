@@ -1,0 +1,307 @@
+// kvtool: the command line of kvstore. Thin by design: parse (CLI11), call the
+// library, map kvstore::Errc to an exit status in one place (exit_code()).
+//
+//   kvtool [-f FILE] COMMAND [ARGS]    FILE defaults to $KVSTORE_FILE, else ./kvstore.kv
+//
+// Exit status: 0 done, 1 key not found (get, del), 2 usage error, 3 not a valid
+// or compatible store, 4 any other failure (I/O, no space, permission, busy).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <kvstore/dump.hpp>
+#include <kvstore/store.hpp>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitNotFound = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitBadStore = 3;
+constexpr int kExitFailure = 4;
+
+int exit_code(kvstore::Errc code) {
+  switch (code) {
+    case kvstore::Errc::invalid_argument:
+      return kExitUsage;
+    case kvstore::Errc::not_a_store:
+    case kvstore::Errc::version_mismatch:
+    case kvstore::Errc::corrupt:
+      return kExitBadStore;
+    case kvstore::Errc::io:
+    case kvstore::Errc::no_space:
+    case kvstore::Errc::store_full:
+    case kvstore::Errc::busy:
+    case kvstore::Errc::read_only:
+      return kExitFailure;
+  }
+  return kExitFailure;
+}
+
+struct Args {
+  std::string file;
+  bool hex = false;
+  bool json = false;
+  bool sync = false;
+  bool bdb = false;  // dump: no mapsize= line (db_load rejects it)
+  std::string key;
+  std::string value;
+  std::string path;  // dump OUT / load IN
+};
+
+std::string from_hex(const std::string& text) {
+  if (text.size() % 2 != 0) throw kvstore::Error(kvstore::Errc::invalid_argument, "--hex: odd number of digits");
+  std::string out;
+  for (std::size_t i = 0; i < text.size(); i += 2) {
+    const std::string pair = text.substr(i, 2);
+    char* end = nullptr;
+    const long v = std::strtol(pair.c_str(), &end, 16);
+    if (end != pair.c_str() + 2) throw kvstore::Error(kvstore::Errc::invalid_argument, "--hex: bad digit in " + text);
+    out.push_back(static_cast<char>(v));
+  }
+  return out;
+}
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (const char c : bytes) {
+    out.push_back(kDigits[static_cast<unsigned char>(c) >> 4]);
+    out.push_back(kDigits[static_cast<unsigned char>(c) & 15]);
+  }
+  return out;
+}
+
+kvstore::Store open_store(const Args& a, bool writes) {
+  kvstore::Options o;
+  o.create = writes;
+  o.read_only = !writes;
+  o.sync = a.sync ? kvstore::Sync::always : kvstore::Sync::none;
+  return kvstore::Store::open(a.file, o);
+}
+
+void write_bytes(std::string_view bytes) {
+  std::cout.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string arg_bytes(const Args& a, const std::string& text) { return a.hex ? from_hex(text) : text; }
+
+int run_put(const Args& a) {
+  std::string value;
+  if (a.value == "-") {
+    value.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    value = arg_bytes(a, a.value);
+  }
+  const std::string key = arg_bytes(a, a.key);
+  kvstore::Store s = open_store(a, true);
+  s.put(key, value);
+  return kExitOk;
+}
+
+int run_get(const Args& a) {
+  const std::string key = arg_bytes(a, a.key);
+  const kvstore::Store s = open_store(a, false);
+  const std::optional<std::string> v = s.get(key);
+  if (!v) {
+    std::cerr << "kvtool: get: " << a.file << ": key not found\n";
+    return kExitNotFound;
+  }
+  write_bytes(a.hex ? to_hex(*v) : *v);
+  std::cout << '\n';
+  return kExitOk;
+}
+
+int run_del(const Args& a) {
+  const std::string key = arg_bytes(a, a.key);
+  kvstore::Store s = open_store(a, true);
+  if (!s.erase(key)) {
+    std::cerr << "kvtool: del: " << a.file << ": key not found\n";
+    return kExitNotFound;
+  }
+  return kExitOk;
+}
+
+int run_count(const Args& a) {
+  std::cout << open_store(a, false).size() << '\n';
+  return kExitOk;
+}
+
+int run_keys(const Args& a) {
+  const kvstore::Store s = open_store(a, false);
+  s.for_each([&](std::string_view key, std::string_view) {
+    write_bytes(a.hex ? to_hex(key) : std::string(key));
+    std::cout << '\n';
+    return static_cast<bool>(std::cout);
+  });
+  return kExitOk;
+}
+
+int run_compact(const Args& a) {
+  kvstore::Store s = open_store(a, true);
+  const std::uint64_t before = s.stats().file_size;
+  s.compact();
+  const std::uint64_t after = s.stats().file_size;
+  std::cout << "compacted " << a.file << ": " << before << " -> " << after << " bytes\n";
+  return kExitOk;
+}
+
+const char* sync_name(kvstore::Sync s) { return s == kvstore::Sync::always ? "always" : "none"; }
+
+int run_stats(const Args& a) {
+  const kvstore::Stats st = open_store(a, false).stats();
+  nlohmann::ordered_json j = {
+      {"file", a.file},
+      {"file_size", st.file_size},
+      {"used_bytes", st.used_bytes},
+      {"free_bytes", st.free_bytes},
+      {"keys", st.keys},
+      {"key_bytes", st.key_bytes},
+      {"value_bytes", st.value_bytes},
+      {"record_bytes", st.record_bytes},
+      {"dead_bytes", st.dead_bytes},
+      {"table_slots", st.table_slots},
+      {"load_factor", st.load_factor},
+      {"fill", st.file_size == 0 ? 0.0 : static_cast<double>(st.used_bytes) / static_cast<double>(st.file_size)},
+      {"generation", st.generation},
+      {"grows", st.grows},
+      {"compactions", st.compactions},
+      {"last_compact_unix", st.last_compact_unix},
+      {"recoveries", st.recoveries},
+      {"processes", st.processes},
+      {"sync", sync_name(st.sync)},
+  };
+  if (a.json) {
+    std::cout << j.dump(2) << '\n';
+  } else {
+    for (const auto& [name, value] : j.items()) {
+      std::cout << name << std::string(name.size() < 18 ? 18 - name.size() : 1, ' ')
+                << (value.is_string() ? value.get<std::string>() : value.dump()) << '\n';
+    }
+  }
+  return kExitOk;
+}
+
+int run_check(const Args& a) {
+  const std::vector<std::string> problems = open_store(a, false).check();
+  if (a.json) {
+    std::cout << nlohmann::json{{"file", a.file}, {"ok", problems.empty()}, {"problems", problems}}.dump(2)
+              << '\n';
+  } else if (problems.empty()) {
+    std::cout << "ok\n";
+  } else {
+    for (const std::string& p : problems) std::cout << a.file << ": " << p << '\n';
+  }
+  return problems.empty() ? kExitOk : kExitBadStore;
+}
+
+int run_dump(const Args& a) {
+  const kvstore::Store s = open_store(a, false);
+  if (a.path.empty() || a.path == "-") {
+    kvstore::dump(s, std::cout, {.mapsize = !a.bdb});
+    return kExitOk;
+  }
+  std::ofstream out(a.path, std::ios::binary | std::ios::trunc);
+  if (!out) throw kvstore::Error(kvstore::Errc::io, a.path + ": cannot open for writing");
+  kvstore::dump(s, out, {.mapsize = !a.bdb});
+  return kExitOk;
+}
+
+int run_load(const Args& a) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (!a.path.empty() && a.path != "-") {
+    file.open(a.path, std::ios::binary);
+    if (!file) throw kvstore::Error(kvstore::Errc::io, a.path + ": cannot open for reading");
+    in = &file;
+  }
+  kvstore::Store s = open_store(a, true);
+  try {
+    const kvstore::LoadResult r = kvstore::load(s, *in);
+    std::cerr << "loaded " << r.pairs << " pairs into " << a.file << '\n';
+  } catch (const kvstore::Error& e) {
+    if (e.code() != kvstore::Errc::invalid_argument) throw;
+    // Name the input: "line N: ..." alone does not say which file.
+    throw kvstore::Error(e.code(), (a.path.empty() ? std::string("stdin") : a.path) + ": " + e.what());
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  const char* env_file = std::getenv("KVSTORE_FILE");
+  a.file = env_file != nullptr && *env_file != '\0' ? env_file : "kvstore.kv";
+
+  CLI::App app{"kvtool: inspect and change a kvstore file", "kvtool"};
+  app.set_version_flag("--version", "kvtool 0.1.0 (kvstore format 1)");
+  app.add_option("-f,--file", a.file, "store file (default: $KVSTORE_FILE, else ./kvstore.kv)");
+  app.add_flag("--sync", a.sync, "writes wait until the data is on stable storage (Sync::always)");
+  app.add_flag("--hex", a.hex, "KEY and VALUE are given, and shown, as hex digits");
+  app.require_subcommand(1);
+  app.footer(
+      "Exit status: 0 done, 1 key not found, 2 usage error, 3 not a valid or compatible store,\n"
+      "4 other failure (I/O, no space, permission, busy).");
+
+  int (*run)(const Args&) = nullptr;
+  std::string command;
+  auto sub = [&](const char* name, const char* help, int (*fn)(const Args&)) {
+    CLI::App* s = app.add_subcommand(name, help);
+    s->callback([&run, &command, fn, name] {
+      run = fn;
+      command = name;
+    });
+    return s;
+  };
+
+  CLI::App* put = sub("put", "store VALUE under KEY (VALUE '-' reads stdin); creates the file", run_put);
+  put->add_option("KEY", a.key, "key")->required();
+  put->add_option("VALUE", a.value, "value, or - for stdin")->required();
+  CLI::App* get = sub("get", "print the value of KEY followed by a newline", run_get);
+  get->add_option("KEY", a.key, "key")->required();
+  CLI::App* del = sub("del", "remove KEY", run_del);
+  del->add_option("KEY", a.key, "key")->required();
+  sub("count", "print the number of keys", run_count);
+  sub("keys", "print every key, one a line (order unspecified)", run_keys);
+  sub("compact", "rewrite the store to its smallest size, online", run_compact);
+  sub("stats", "sizes, counts, fill, generation, load factor", run_stats)
+      ->add_flag("--json", a.json, "as JSON");
+  sub("check", "verify the whole file; say what is wrong (exit 3 if anything is)", run_check)
+      ->add_flag("--json", a.json, "as JSON");
+  CLI::App* dump = sub("dump", "write all pairs in mdb_dump/db_dump text format (bytevalue)", run_dump);
+  dump->add_option("OUT", a.path, "output file (default stdout)");
+  dump->add_flag("--bdb", a.bdb, "for Berkeley DB's db_load: leave out LMDB's mapsize= line");
+  sub("load", "read pairs in that format (bytevalue or print), all or nothing", run_load)
+      ->add_option("IN", a.path, "input file (default stdin)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "kvtool: " << e.what() << "\n(run kvtool --help for usage)\n";
+    return kExitUsage;
+  }
+  if (run == nullptr) return kExitUsage;
+  try {
+    return run(a);
+  } catch (const kvstore::Error& e) {
+    std::string what = e.what();
+    if (what.rfind(a.file, 0) != 0) what = a.file + ": " + what;
+    std::cerr << "kvtool: " << command << ": " << what << " (" << kvstore::to_string(e.code()) << ")\n";
+    return exit_code(e.code());
+  } catch (const std::exception& e) {
+    std::cerr << "kvtool: " << command << ": " << a.file << ": " << e.what() << '\n';
+    return kExitFailure;
+  }
+}
