@@ -54,7 +54,7 @@ cmd_test() {
   build build-tsan -DKVSTORE_SANITIZE=thread -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L threads) || failed=1
   echo "== fuzzers (clang, libFuzzer) ==" >&2
-  CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF \
+  CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_SANITIZE=address,undefined \
     -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-fuzz && ctest --output-on-failure -L fuzz) || failed=1
   echo "== main suite (Release) ==" >&2

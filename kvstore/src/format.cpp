@@ -140,6 +140,11 @@ HeaderCheck read_and_validate_header(int fd, const std::string& path) {
                     " bytes, file has " + std::to_string(length),
                 length);
   }
+  if (u32(offsetof(FileHeader, state)) != static_cast<std::uint32_t>(FileState::live)) {
+    // Compaction renames the new file into place before it retires the old
+    // one, so a retired (or unknown) state at the path is damage.
+    throw Error(Errc::corrupt, path + ": header marks the file as replaced", offsetof(FileHeader, state));
+  }
   if (hc.root_offset < kHeaderSize || hc.root_offset + sizeof(Root) > hc.file_size ||
       hc.root_offset % alignof(Root) != 0) {
     throw Error(Errc::corrupt, path + ": root offset out of bounds",
