@@ -14,6 +14,7 @@ packages=(
   libboost1.81-dev libcli11-dev nlohmann-json3-dev libfmt-dev libxxhash-dev
   librapidcheck-dev libgtest-dev
   liblmdb-dev lmdb-utils db5.3-util libkyotocabinet-dev libtkrzw-dev gnuplot-nox
+  liblz4-dev libzstd-dev liblzma-dev zlib1g-dev python3
   clang libclang-rt-14-dev
 )
 

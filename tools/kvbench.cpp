@@ -1,0 +1,522 @@
+// kvbench: kvstore against LMDB, Kyoto Cabinet (HashDB) and Tkrzw (HashDBM),
+// with a heap std::unordered_map for reference, on the same keys in one run.
+// Each workload is cut into slices and the engines take turns slice by slice,
+// so that machine noise and cache pollution fall on all of them alike. Every
+// read checks its answer. Results: ns/op, and kvstore's ratio to the better
+// of Kyoto Cabinet and Tkrzw ("best") and to LMDB.
+//
+//   kvbench [-n N] [--key-size 16] [--value-size 100] [--seed S] [--dir D] [--json FILE] [--plot FILE.png]
+#include <lmdb.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <kchashdb.h>
+#include <kvstore/store.hpp>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <random>
+#include <string>
+#include <tkrzw_dbm_hash.h>
+#include <unordered_map>
+#include <vector>
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "kvbench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+// Bytes the file really occupies on disk (LMDB's file is as long as its map
+// size, but sparse): allocated blocks, not the length.
+std::uint64_t disk_usage(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_blocks) * 512;
+}
+
+// ------------------------------------------------------------------ engines
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+  virtual const char* name() const = 0;
+  virtual void open() = 0;
+  virtual void close() = 0;
+  virtual void put(const std::string& k, const std::string& v) = 0;
+  // Returns whether found; when found, `check` must equal the value.
+  virtual bool get(const std::string& k, const std::string* check) = 0;
+  virtual void erase(const std::string& k) = 0;
+  // Writes are grouped in transactions of this many where the engine has them.
+  virtual void flush() {}
+  virtual std::uint64_t disk_bytes() = 0;
+};
+
+bool same(std::string_view got, const std::string* want) { return want == nullptr || got == *want; }
+
+class KvEngine : public Engine {
+ public:
+  explicit KvEngine(fs::path p, kvstore::Sync sync = kvstore::Sync::none) : path_(std::move(p)), sync_(sync) {}
+  const char* name() const override { return sync_ == kvstore::Sync::always ? "kvstore(sync)" : "kvstore"; }
+  void open() override {
+    kvstore::Options o;
+    o.sync = sync_;
+    o.initial_size = 1 << 20;
+    s_.emplace(kvstore::Store::open(path_, o));
+  }
+  void close() override { s_.reset(); }
+  void put(const std::string& k, const std::string& v) override { s_->put(k, v); }
+  bool get(const std::string& k, const std::string* check) override {
+    bool ok = true;
+    const bool found = s_->visit(k, [&](std::string_view v) { ok = same(v, check); });
+    if (!ok) die("kvstore returned a wrong value");
+    return found;
+  }
+  void erase(const std::string& k) override { (void)s_->erase(k); }
+  std::uint64_t disk_bytes() override { return disk_usage(path_); }
+  kvstore::Store& store() { return *s_; }
+  void apply(const std::vector<kvstore::BatchOp>& ops) { s_->apply(ops); }
+
+ private:
+  fs::path path_;
+  kvstore::Sync sync_;
+  std::optional<kvstore::Store> s_;
+};
+
+class LmdbEngine : public Engine {
+ public:
+  LmdbEngine(fs::path p, std::uint64_t map_size) : path_(std::move(p)), map_size_(map_size) {}
+  ~LmdbEngine() override { close(); }
+  const char* name() const override { return "lmdb"; }
+  void open() override {
+    check(mdb_env_create(&env_));
+    check(mdb_env_set_mapsize(env_, map_size_));
+    check(mdb_env_open(env_, path_.c_str(), MDB_NOSUBDIR | MDB_NOSYNC | MDB_WRITEMAP | MDB_NOTLS, 0644));
+    MDB_txn* t = nullptr;
+    check(mdb_txn_begin(env_, nullptr, 0, &t));
+    check(mdb_dbi_open(t, nullptr, 0, &dbi_));
+    check(mdb_txn_commit(t));
+    check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &read_));
+    mdb_txn_reset(read_);
+  }
+  void close() override {
+    if (env_ == nullptr) return;
+    flush();
+    mdb_txn_abort(read_);
+    mdb_env_close(env_);
+    env_ = nullptr;
+  }
+  void put(const std::string& k, const std::string& v) override {
+    MDB_val key{k.size(), const_cast<char*>(k.data())};
+    MDB_val val{v.size(), const_cast<char*>(v.data())};
+    check(mdb_put(writer(), dbi_, &key, &val, 0));
+    after_write();
+  }
+  bool get(const std::string& k, const std::string* want) override {
+    if (write_ != nullptr) flush();
+    check(mdb_txn_renew(read_));
+    MDB_val key{k.size(), const_cast<char*>(k.data())};
+    MDB_val val{};
+    const int rc = mdb_get(read_, dbi_, &key, &val);
+    if (rc == 0 && !same({static_cast<char*>(val.mv_data), val.mv_size}, want)) die("lmdb returned a wrong value");
+    mdb_txn_reset(read_);
+    if (rc != 0 && rc != MDB_NOTFOUND) check(rc);
+    return rc == 0;
+  }
+  void erase(const std::string& k) override {
+    MDB_val key{k.size(), const_cast<char*>(k.data())};
+    const int rc = mdb_del(writer(), dbi_, &key, nullptr);
+    if (rc != 0 && rc != MDB_NOTFOUND) check(rc);
+    after_write();
+  }
+  void flush() override {
+    if (write_ != nullptr) check(mdb_txn_commit(write_));
+    write_ = nullptr;
+    pending_ = 0;
+  }
+  std::uint64_t disk_bytes() override { return disk_usage(path_); }
+
+ private:
+  static void check(int rc) {
+    if (rc != 0) die(std::string("lmdb: ") + mdb_strerror(rc));
+  }
+  MDB_txn* writer() {
+    if (write_ == nullptr) check(mdb_txn_begin(env_, nullptr, 0, &write_));
+    return write_;
+  }
+  void after_write() {
+    if (++pending_ == 1000) flush();  // 1000 writes a transaction
+  }
+  fs::path path_;
+  std::uint64_t map_size_;
+  MDB_env* env_ = nullptr;
+  MDB_dbi dbi_ = 0;
+  MDB_txn* read_ = nullptr;
+  MDB_txn* write_ = nullptr;
+  int pending_ = 0;
+};
+
+class KyotoEngine : public Engine {
+ public:
+  KyotoEngine(fs::path p, std::uint64_t n) : path_(std::move(p)), n_(n) {}
+  const char* name() const override { return "kyotocabinet"; }
+  void open() override {
+    db_ = std::make_unique<kyotocabinet::HashDB>();
+    db_->tune_buckets(static_cast<int64_t>(n_ * 2));
+    if (!db_->open(path_.string(), kyotocabinet::HashDB::OWRITER | kyotocabinet::HashDB::OCREATE)) die("kyoto open");
+  }
+  void close() override {
+    if (db_) db_->close();
+    db_.reset();
+  }
+  void put(const std::string& k, const std::string& v) override {
+    if (!db_->set(k.data(), k.size(), v.data(), v.size())) die("kyoto set");
+  }
+  bool get(const std::string& k, const std::string* want) override {
+    char buf[4096];
+    const int32_t n = db_->get(k.data(), k.size(), buf, sizeof buf);
+    if (n >= 0 && !same({buf, static_cast<std::size_t>(n)}, want)) die("kyoto returned a wrong value");
+    return n >= 0;
+  }
+  void erase(const std::string& k) override { db_->remove(k.data(), k.size()); }
+  std::uint64_t disk_bytes() override { return disk_usage(path_); }
+
+ private:
+  fs::path path_;
+  std::uint64_t n_;
+  std::unique_ptr<kyotocabinet::HashDB> db_;
+};
+
+class TkrzwEngine : public Engine {
+ public:
+  TkrzwEngine(fs::path p, std::uint64_t n) : path_(std::move(p)), n_(n) {}
+  const char* name() const override { return "tkrzw"; }
+  void open() override {
+    db_ = std::make_unique<tkrzw::HashDBM>();
+    tkrzw::HashDBM::TuningParameters t;
+    t.num_buckets = static_cast<int64_t>(n_ * 2);
+    if (db_->OpenAdvanced(path_.string(), true, tkrzw::File::OPEN_DEFAULT, t) != tkrzw::Status::SUCCESS) die("tkrzw open");
+  }
+  void close() override {
+    if (db_) db_->Close();
+    db_.reset();
+  }
+  void put(const std::string& k, const std::string& v) override {
+    if (db_->Set(k, v) != tkrzw::Status::SUCCESS) die("tkrzw set");
+  }
+  bool get(const std::string& k, const std::string* want) override {
+    std::string v;
+    const bool found = db_->Get(k, &v) == tkrzw::Status::SUCCESS;
+    if (found && !same(v, want)) die("tkrzw returned a wrong value");
+    return found;
+  }
+  void erase(const std::string& k) override { db_->Remove(k); }
+  std::uint64_t disk_bytes() override { return disk_usage(path_); }
+
+ private:
+  fs::path path_;
+  std::uint64_t n_;
+  std::unique_ptr<tkrzw::HashDBM> db_;
+};
+
+class HeapEngine : public Engine {
+ public:
+  const char* name() const override { return "std::unordered_map"; }
+  void open() override {}
+  void close() override {}
+  void put(const std::string& k, const std::string& v) override { m_[k] = v; }
+  bool get(const std::string& k, const std::string* want) override {
+    const auto it = m_.find(k);
+    if (it != m_.end() && !same(it->second, want)) die("heap map returned a wrong value");
+    return it != m_.end();
+  }
+  void erase(const std::string& k) override { m_.erase(k); }
+  std::uint64_t disk_bytes() override { return 0; }
+
+ private:
+  std::unordered_map<std::string, std::string> m_;
+};
+
+// ------------------------------------------------------------------ workloads
+
+struct Data {
+  std::vector<std::string> keys;    // stored
+  std::vector<std::string> misses;  // never stored, same length and alphabet
+  std::vector<std::string> values;  // values[i] for keys[i]
+  std::vector<std::string> updated;
+};
+
+std::string random_bytes(std::mt19937_64& rng, std::size_t n) {
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>('a' + rng() % 26);
+  return s;
+}
+
+using Op = std::function<void(Engine&, std::size_t)>;
+
+// Runs `count` ops over every engine, interleaved in `slices` turns; returns ns/op per engine.
+std::vector<double> run(std::vector<Engine*>& engines, std::size_t count, const Op& op, int slices = 10) {
+  std::vector<double> ns(engines.size(), 0);
+  for (int s = 0; s < slices; ++s) {
+    const std::size_t from = count * static_cast<std::size_t>(s) / static_cast<std::size_t>(slices);
+    const std::size_t to = count * static_cast<std::size_t>(s + 1) / static_cast<std::size_t>(slices);
+    for (std::size_t e = 0; e < engines.size(); ++e) {
+      const auto t0 = Clock::now();
+      for (std::size_t i = from; i < to; ++i) op(*engines[e], i);
+      engines[e]->flush();
+      ns[e] += std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+    }
+  }
+  for (double& v : ns) v /= static_cast<double>(count);
+  return ns;
+}
+
+// Aggregate reads/s of `procs` processes, each opening the store itself.
+double parallel_reads(const std::function<std::unique_ptr<Engine>()>& make, const Data& d, int procs,
+                      std::size_t per_proc) {
+  int fds[2];
+  if (::pipe(fds) != 0) die("pipe");
+  std::vector<pid_t> pids;
+  for (int p = 0; p < procs; ++p) {
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      auto e = make();
+      e->open();
+      std::mt19937_64 rng(static_cast<std::uint64_t>(p) + 77);
+      const auto t0 = Clock::now();
+      for (std::size_t i = 0; i < per_proc; ++i) {
+        const std::size_t j = rng() % d.keys.size();
+        if (!e->get(d.keys[j], nullptr)) die("a stored key is missing");
+      }
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      const double rate = static_cast<double>(per_proc) / s;
+      (void)::write(fds[1], &rate, sizeof rate);
+      e->close();
+      ::_exit(0);
+    }
+    pids.push_back(pid);
+  }
+  double total = 0;
+  for (int p = 0; p < procs; ++p) {
+    double r = 0;
+    if (::read(fds[0], &r, sizeof r) == sizeof r) total += r;
+  }
+  for (const pid_t pid : pids) ::waitpid(pid, nullptr, 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  return total;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::size_t n = 1'000'000;
+  std::size_t key_size = 16;
+  std::size_t value_size = 100;
+  std::uint64_t seed = 20261124;
+  std::string dir_opt;
+  std::string json_path;
+  std::string plot_path;
+  CLI::App app{"kvbench: kvstore against LMDB, Kyoto Cabinet and Tkrzw, interleaved in one run"};
+  app.add_option("-n", n, "keys (default 1000000)");
+  app.add_option("--key-size", key_size, "bytes per key (default 16)");
+  app.add_option("--value-size", value_size, "bytes per value (default 100)");
+  app.add_option("--seed", seed, "random seed");
+  app.add_option("--dir", dir_opt, "where the files go (default: a fresh directory under /tmp)");
+  app.add_option("--json", json_path, "also write the results as JSON");
+  app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
+  CLI11_PARSE(app, argc, argv);
+  if (n < 100 || key_size < 8) die("need -n >= 100 and --key-size >= 8");
+
+  const fs::path dir = dir_opt.empty() ? fs::path(::mkdtemp((fs::temp_directory_path() / "kvbench-XXXXXX").string().data()))
+                                       : fs::path(dir_opt);
+  fs::create_directories(dir);
+  std::printf("kvbench: n=%zu key=%zuB value=%zuB seed=%llu dir=%s\n", n, key_size, value_size,
+              static_cast<unsigned long long>(seed), dir.c_str());
+
+  Data d;
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = 0; i < n; ++i) {
+    std::string k = random_bytes(rng, key_size);
+    k.replace(0, 8, std::to_string(10'000'000 + i).substr(0, 8));  // unique
+    d.keys.push_back(std::move(k));
+    d.values.push_back(random_bytes(rng, value_size));
+    d.updated.push_back(random_bytes(rng, value_size));
+    std::string m = random_bytes(rng, key_size);
+    m.replace(0, 8, std::to_string(30'000'000 + i).substr(0, 8));
+    d.misses.push_back(std::move(m));
+  }
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  const double raw = static_cast<double>(n * (key_size + value_size));
+
+  const std::uint64_t lmdb_map = std::max<std::uint64_t>(1ULL << 30, n * (key_size + value_size) * 8);
+  KvEngine kv(dir / "kvstore.kv");
+  LmdbEngine lmdb(dir / "lmdb.mdb", lmdb_map);
+  KyotoEngine kc(dir / "kyoto.kch", n);
+  TkrzwEngine tk(dir / "tkrzw.tkh", n);
+  HeapEngine heap;
+  std::vector<Engine*> engines{&kv, &lmdb, &kc, &tk, &heap};
+  for (Engine* e : engines) e->open();
+
+  nlohmann::ordered_json results;
+  std::vector<std::pair<std::string, std::vector<double>>> table;
+  auto record = [&](const std::string& name, const std::vector<double>& ns) {
+    table.emplace_back(name, ns);
+    for (std::size_t e = 0; e < engines.size(); ++e) results["ns_per_op"][name][engines[e]->name()] = ns[e];
+  };
+
+  record("load", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.values[order[i]]); }));
+  record("get-hit", run(engines, n, [&](Engine& e, std::size_t i) {
+           if (!e.get(d.keys[order[i]], &d.values[order[i]])) die(std::string(e.name()) + ": missing key");
+         }));
+  record("get-miss", run(engines, n, [&](Engine& e, std::size_t i) {
+           if (e.get(d.misses[order[i]], nullptr)) die(std::string(e.name()) + ": found a key never stored");
+         }));
+  record("update", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.updated[order[i]]); }));
+  std::mt19937_64 ycsb(seed + 1);
+  std::vector<std::uint8_t> coin(n);
+  for (auto& c : coin) c = static_cast<std::uint8_t>(ycsb() % 100);
+  // After "update", every key holds d.updated; YCSB writes put d.updated again so reads stay checkable.
+  auto ycsb_mix = [&](int read_percent) {
+    return [&, read_percent](Engine& e, std::size_t i) {
+      const std::size_t j = order[(i * 7) % n];
+      if (coin[i] < read_percent) {
+        if (!e.get(d.keys[j], &d.updated[j])) die("missing key in YCSB");
+      } else {
+        e.put(d.keys[j], d.updated[j]);
+      }
+    };
+  };
+  record("ycsb-a", run(engines, n, ycsb_mix(50)));
+  record("ycsb-b", run(engines, n, ycsb_mix(95)));
+  record("ycsb-c", run(engines, n, ycsb_mix(100)));
+
+  // Disk use before erasing, then compaction (kvstore).
+  for (Engine* e : engines) e->flush();
+  for (Engine* e : engines) {
+    if (e != &heap) results["disk_per_raw"][e->name()] = static_cast<double>(e->disk_bytes()) / raw;
+  }
+  const double kv_before = static_cast<double>(kv.disk_bytes()) / raw;
+  auto t0 = Clock::now();
+  kv.store().compact();
+  const double compact_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double kv_after = static_cast<double>(kv.disk_bytes()) / raw;
+
+  // Reads from 1 and 2 processes (kvstore and LMDB: the multi-process engines).
+  for (Engine* e : engines) e->close();
+  const std::size_t per_proc = std::min<std::size_t>(n, 1'000'000);
+  auto make_kv = [&] { return std::unique_ptr<Engine>(new KvEngine(dir / "kvstore.kv")); };
+  auto make_lmdb = [&] { return std::unique_ptr<Engine>(new LmdbEngine(dir / "lmdb.mdb", lmdb_map)); };
+  const double kv1 = parallel_reads(make_kv, d, 1, per_proc);
+  const double lm1 = parallel_reads(make_lmdb, d, 1, per_proc);
+  const double kv2 = parallel_reads(make_kv, d, 2, per_proc);
+  const double lm2 = parallel_reads(make_lmdb, d, 2, per_proc);
+
+  // Open + first get of the populated store.
+  auto open_first_get = [&](Engine& e, const std::string& k) {
+    const auto t = Clock::now();
+    e.open();
+    if (!e.get(k, nullptr)) die("first get missed");
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - t).count();
+    e.close();
+    return us;
+  };
+  const double kv_open = open_first_get(kv, d.keys[order[0]]);
+  const double lm_open = open_first_get(lmdb, d.keys[order[0]]);
+
+  for (Engine* e : engines) e->open();
+  record("erase", run(engines, n, [&](Engine& e, std::size_t i) { e.erase(d.keys[order[i]]); }));
+  for (Engine* e : engines) e->close();
+
+  // kvstore only: batch load through apply(), worst single put while growing, Sync::always.
+  KvEngine kvb(dir / "kvstore-batch.kv");
+  kvb.open();
+  t0 = Clock::now();
+  std::vector<kvstore::BatchOp> batch;
+  for (std::size_t i = 0; i < n; ++i) {
+    batch.push_back({d.keys[order[i]], d.values[order[i]], false});
+    if (batch.size() == 1000 || i + 1 == n) {
+      kvb.apply(batch);
+      batch.clear();
+    }
+  }
+  const double batch_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(n);
+  kvb.close();
+  KvEngine grow(dir / "kvstore-grow.kv");
+  grow.open();
+  double worst_us = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto t = Clock::now();
+    grow.put(d.keys[i], d.values[i]);
+    worst_us = std::max(worst_us, std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+  }
+  grow.close();
+  const std::size_t sync_n = std::min<std::size_t>(n, 2000);
+  KvEngine kvs(dir / "kvstore-sync.kv", kvstore::Sync::always);
+  kvs.open();
+  t0 = Clock::now();
+  for (std::size_t i = 0; i < sync_n; ++i) kvs.put(d.keys[i], d.values[i]);
+  const double sync_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / static_cast<double>(sync_n);
+  kvs.close();
+
+  // ------------------------------------------------------------------ report
+  std::printf("\nns/op (lower is better); ratios: kvstore / best of (kyotocabinet, tkrzw), kvstore / lmdb\n");
+  std::printf("%-10s", "workload");
+  for (Engine* e : engines) std::printf(" %13s", e->name());
+  std::printf(" %8s %8s\n", "vs best", "vs lmdb");
+  for (const auto& [name, ns] : table) {
+    std::printf("%-10s", name.c_str());
+    for (double v : ns) std::printf(" %13.0f", v);
+    const double best = std::min(ns[2], ns[3]);
+    std::printf(" %8.2f %8.2f\n", ns[0] / best, ns[0] / ns[1]);
+    results["ratio_vs_best"][name] = ns[0] / best;
+    results["ratio_vs_lmdb"][name] = ns[0] / ns[1];
+  }
+  std::printf("\nreads/s, 1 process -> 2 processes: kvstore %.2fM -> %.2fM (x%.2f), lmdb %.2fM -> %.2fM (x%.2f)\n",
+              kv1 / 1e6, kv2 / 1e6, kv2 / kv1, lm1 / 1e6, lm2 / 1e6, lm2 / lm1);
+  std::printf("open + first get of the populated store: kvstore %.0f us, lmdb %.0f us\n", kv_open, lm_open);
+  std::printf("kvstore load through apply() (1000 a batch): %.0f ns/op; Sync::always put: %.0f us/op\n", batch_ns, sync_us);
+  std::printf("kvstore worst single put while growing from 1 MiB: %.0f us; compaction: %.2f s\n", worst_us, compact_s);
+  std::printf("disk bytes / raw bytes (before erase): kvstore %.2f -> %.2f after compact, lmdb %.2f, kyotocabinet %.2f, tkrzw %.2f\n",
+              kv_before, kv_after, results["disk_per_raw"]["lmdb"].get<double>(),
+              results["disk_per_raw"]["kyotocabinet"].get<double>(), results["disk_per_raw"]["tkrzw"].get<double>());
+  results["params"] = {{"n", n}, {"key_size", key_size}, {"value_size", value_size}, {"seed", seed}};
+  results["reads_per_s"] = {{"kvstore_1", kv1}, {"kvstore_2", kv2}, {"lmdb_1", lm1}, {"lmdb_2", lm2}};
+  results["open_first_get_us"] = {{"kvstore", kv_open}, {"lmdb", lm_open}};
+  results["kvstore"] = {{"batch_load_ns", batch_ns}, {"sync_always_put_us", sync_us},
+                        {"worst_put_while_growing_us", worst_us}, {"compact_s", compact_s},
+                        {"disk_per_raw_before_compact", kv_before}, {"disk_per_raw_after_compact", kv_after}};
+  if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << '\n';
+  if (!plot_path.empty()) {
+    const fs::path dat = dir / "plot.dat";
+    std::ofstream out(dat);
+    for (const auto& [name, ns] : table) {
+      out << name;
+      for (double v : ns) out << ' ' << v;
+      out << '\n';
+    }
+    out.close();
+    const fs::path gp = dir / "plot.gp";
+    std::ofstream(gp) << "set terminal png size 1000,500\nset output '" << plot_path
+                      << "'\nset style data histograms\nset style fill solid\nset ylabel 'ns/op'\n"
+                         "set key top left\nplot '" << dat.string() << "' using 2:xtic(1) title 'kvstore', '' using 3 title 'lmdb', "
+                         "'' using 4 title 'kyotocabinet', '' using 5 title 'tkrzw', '' using 6 title 'unordered_map'\n";
+    if (std::system(("gnuplot " + gp.string()).c_str()) != 0) std::fprintf(stderr, "kvbench: gnuplot failed\n");
+  }
+  if (dir_opt.empty()) fs::remove_all(dir);
+  return 0;
+}
