@@ -40,7 +40,7 @@ build() {
 
 cmd_demo() {
   install_missing
-  build build -DKVSTORE_BUILD_TESTS=OFF
+  build build -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_BUILD_TOOLS=ON -DKVSTORE_BUILD_BENCH=ON
   "$root/build/tools/kvdemo" "$@"
 }
 
@@ -49,17 +49,19 @@ cmd_test() {
   local failed=0
   # Sanitizer builds first, so that the run ends with the main suite's summary line.
   echo "== ASan + UBSan ==" >&2
-  build build-asan -DKVSTORE_SANITIZE=address,undefined -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  build build-asan -DKVSTORE_SANITIZE=address,undefined -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=ON \
+    -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-asan && ctest --output-on-failure -j "$jobs" -LE "soak|tsan-only|no-asan") || failed=1
   echo "== TSan ==" >&2
-  build build-tsan -DKVSTORE_SANITIZE=thread -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  build build-tsan -DKVSTORE_SANITIZE=thread -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=OFF \
+    -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L threads) || failed=1
   echo "== fuzzers (clang, libFuzzer) ==" >&2
   CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_SANITIZE=address,undefined \
     -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-fuzz && ctest --output-on-failure -L fuzz) || failed=1
   echo "== main suite (Release) ==" >&2
-  build build
+  build build -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=ON -DKVSTORE_BUILD_BENCH=ON
   local label=()
   [ "${KVSTORE_SOAK:-0}" = 1 ] || label=(-LE soak)
   (cd build && ctest --output-on-failure -j "$jobs" "${label[@]}") || failed=1

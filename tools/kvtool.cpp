@@ -49,6 +49,7 @@ struct Args {
   bool json = false;
   bool sync = false;
   bool bdb = false;  // dump: no mapsize= line (db_load rejects it)
+  bool repair = false;  // check: rebuild from every intact record
   std::string key;
   std::string value;
   std::string path;  // dump OUT / load IN
@@ -188,6 +189,13 @@ int run_stats(const Args& a) {
 }
 
 int run_check(const Args& a) {
+  if (a.repair) {
+    const std::vector<std::string> found = kvstore::Store::repair(a.file);
+    for (const std::string& p : found) std::cout << a.file << ": was: " << p << '\n';
+    const kvstore::Store s = open_store(a, false);
+    std::cout << "repaired " << a.file << ": " << s.size() << " keys kept\n";
+    return s.check().empty() ? kExitOk : kExitBadStore;
+  }
   const std::vector<std::string> problems = open_store(a, false).check();
   if (a.json) {
     std::cout << nlohmann::json{{"file", a.file}, {"ok", problems.empty()}, {"problems", problems}}.dump(2)
@@ -272,8 +280,9 @@ int main(int argc, char** argv) {
   sub("compact", "rewrite the store to its smallest size, online", run_compact);
   sub("stats", "sizes, counts, fill, generation, load factor", run_stats)
       ->add_flag("--json", a.json, "as JSON");
-  sub("check", "verify the whole file; say what is wrong (exit 3 if anything is)", run_check)
-      ->add_flag("--json", a.json, "as JSON");
+  CLI::App* check = sub("check", "verify the whole file; say what is wrong (exit 3 if anything is)", run_check);
+  check->add_flag("--json", a.json, "as JSON");
+  check->add_flag("--repair", a.repair, "rebuild the store from every intact record (the original is replaced only when the copy is complete)");
   CLI::App* dump = sub("dump", "write all pairs in mdb_dump/db_dump text format (bytevalue)", run_dump);
   dump->add_option("OUT", a.path, "output file (default stdout)");
   dump->add_flag("--bdb", a.bdb, "for Berkeley DB's db_load: leave out LMDB's mapsize= line");

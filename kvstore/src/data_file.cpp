@@ -476,8 +476,51 @@ std::vector<std::uint64_t> DataFile::live_offsets() const {
   return out;
 }
 
+void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
+                          const std::function<void(const std::string&)>& problem) const {
+  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
+  const std::uint64_t data = at + sizeof(ChunkHeader);
+  const std::uint64_t used = c.used.load(std::memory_order_acquire);
+  for (std::uint64_t pos = 0; pos < used;) {
+    RecordView r{};
+    try {
+      r = record_at(data + pos);
+    } catch (const Error& e) {
+      problem(e.what());
+      return;
+    }
+    if (r.size > used - pos || !record_intact(r)) {
+      problem("record at " + hex(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+              " fails its checksum or bounds; the rest of the chunk is skipped");
+      return;
+    }
+    fn(r);
+    pos += r.size;
+  }
+}
+
+bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
+  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
+  if (at + sizeof(ChunkHeader) > map_.size()) return false;
+  const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
+  return c.magic == kChunkMagic && c.capacity <= room && c.used.load(std::memory_order_acquire) <= c.capacity;
+}
+
 bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
-                    const std::function<void(const std::string&)>& problem) const {
+                    const std::function<void(const std::string&)>& problem, bool salvage) const {
+  if (salvage) {
+    // The chunk list cannot be trusted: find chunks by their magic, in the
+    // order of their ordinals (chunks are never freed, so none is stale).
+    std::vector<const ChunkHeader*> found;
+    for (std::uint64_t at = kHeaderSize; at + sizeof(ChunkHeader) <= map_.size(); at += 8) {
+      const auto* c = reinterpret_cast<const ChunkHeader*>(map_.base() + at);  // NOLINT
+      if (chunk_plausible(*c)) found.push_back(c);
+    }
+    std::stable_sort(found.begin(), found.end(),
+                     [](const ChunkHeader* a, const ChunkHeader* b) { return a->ordinal < b->ordinal; });
+    for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem);
+    return true;
+  }
   const ChunkHeader* c = nullptr;
   try {
     c = resolve(root().first_chunk, sizeof(ChunkHeader));
@@ -486,30 +529,13 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
     return false;
   }
   for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
-    const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(c) - map_.base());  // NOLINT
-    const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
-    const std::uint64_t used = c->used.load(std::memory_order_acquire);
-    if (c->magic != kChunkMagic || c->ordinal != ordinal || c->capacity > room || used > c->capacity) {
-      problem("chunk " + std::to_string(ordinal) + " at " + hex(at) + " is damaged");
+    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+      problem("chunk " + std::to_string(ordinal) + " at " +
+              hex(static_cast<std::uint64_t>(reinterpret_cast<const char*>(c) - map_.base())) +  // NOLINT
+              " is damaged");
       return false;
     }
-    const std::uint64_t data = at + sizeof(ChunkHeader);
-    for (std::uint64_t pos = 0; pos < used;) {
-      RecordView r{};
-      try {
-        r = record_at(data + pos);
-      } catch (const Error& e) {
-        problem(e.what());
-        break;
-      }
-      if (r.size > used - pos || !record_intact(r)) {
-        problem("record at " + hex(data + pos) + " in chunk " + std::to_string(ordinal) +
-                " fails its checksum or bounds; the rest of the chunk is skipped");
-        break;
-      }
-      fn(r);
-      pos += r.size;
-    }
+    scan_chunk(*c, fn, problem);
     try {
       c = resolve(c->next, sizeof(ChunkHeader));
     } catch (const Error& e) {
@@ -574,7 +600,7 @@ class LatestIndex {
 
 // Replays history with batch semantics: records of an unfinished batch never count.
 LatestIndex DataFile::replay(const std::function<void(const std::string&)>& problem,
-                             std::uint64_t* record_bytes) const {
+                             std::uint64_t* record_bytes, bool salvage) const {
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset).key; });
@@ -592,17 +618,17 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
           pending.clear();
         }
       },
-      problem);
+      problem, salvage);
   return latest;
 }
 
 DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                           std::vector<std::string>* problems) {
+                           std::vector<std::string>* problems, bool salvage) {
   const LatestIndex latest = source.replay(
       [&](const std::string& p) {
         if (problems != nullptr) problems->push_back(p);
       },
-      nullptr);
+      nullptr, salvage);
   // The live records, in file order: the copy below then reads the source sequentially.
   std::vector<Slot> live;
   std::uint64_t live_bytes = 0;
@@ -704,7 +730,7 @@ std::vector<std::string> DataFile::check() const {
     return problems;
   }
   std::uint64_t bytes = 0;
-  const LatestIndex latest = replay(problem, &bytes);
+  const LatestIndex latest = replay(problem, &bytes, false);
   std::uint64_t live_keys = 0;
   for (const Slot& s : latest.slots()) {
     if (s.offset != 0 && record_at(s.offset).type == RecordType::put) ++live_keys;

@@ -112,8 +112,10 @@ class DataFile {
   // Replays every record of every chunk in order. Stops a chunk at its first
   // bad record and reports it through `problem`. Returns false if the chunk
   // list itself is broken (also reported).
+  // With `salvage`, the chunk list is not followed: chunks are found by their
+  // magic anywhere in the file (for repairing a file whose root or links are damaged).
   bool scan(const std::function<void(const RecordView&)>& fn,
-            const std::function<void(const std::string&)>& problem) const;
+            const std::function<void(const std::string&)>& problem, bool salvage = false) const;
   // Whole-file verification for `kvtool check`; returns the problems found.
   [[nodiscard]] std::vector<std::string> check() const;
   // Free bytes the allocator can still hand out.
@@ -123,7 +125,7 @@ class DataFile {
   // scanning its records, so that it also serves recovery) to `path`, and
   // makes it durable. Counters in the mutable header part are carried over.
   static DataFile rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                          std::vector<std::string>* problems);
+                          std::vector<std::string>* problems, bool salvage = false);
 
  private:
   DataFile() = default;
@@ -146,7 +148,10 @@ class DataFile {
   void grow(std::uint64_t at_least);
   // Replays every record into key -> latest record (see data_file.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
-                     std::uint64_t* record_bytes) const;
+                     std::uint64_t* record_bytes, bool salvage) const;
+  void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
+                  const std::function<void(const std::string&)>& problem) const;
+  [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 

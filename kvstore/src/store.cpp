@@ -86,4 +86,8 @@ std::vector<std::string> Store::check() const {
 
 const std::filesystem::path& Store::path() const noexcept { return impl_->path(); }
 
+std::vector<std::string> Store::repair(const std::filesystem::path& path, const Options& options) {
+  return boundary(path.string(), [&] { return Impl::repair(path, options); });
+}
+
 }  // namespace kvstore

@@ -146,9 +146,9 @@ Store::Impl::~Impl() {
   }
 }
 
-std::string Store::Impl::temp_path(const char* what) const {
+std::string Store::Impl::temp_path(const std::string& path, const char* what) {
   static std::atomic<unsigned> counter{0};
-  return path_ + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+  return path + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
 }
 
 void Store::Impl::remove_stale_temp_files() const {
@@ -181,7 +181,7 @@ void Store::Impl::open_or_create() {
                 std::error_code(errno, std::system_category()));
   }
   // Built aside and renamed into place, so that nobody ever sees half a file.
-  const std::string tmp = temp_path("create");
+  const std::string tmp = temp_path(path_, "create");
   DataFile fresh = DataFile::create(tmp, options_.initial_size, options_.max_file_size);
   fresh.sync_all();
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
@@ -220,33 +220,59 @@ void Store::Impl::recover(const std::string& why) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
                                    ") but the file is not writable by this process");
   }
-  const std::string tmp = temp_path("recover");
+  const std::string tmp = temp_path(path_, "recover");
   std::vector<std::string> problems;
   DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
   ++fresh.header().recoveries;
   publish(std::move(fresh), tmp);
 }
 
-void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
+void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
+                               DataFile* old, LockFile& lock) {
   fresh.sync_all();
   detail::crash_point("publish.before_rename");
-  if (::rename(tmp.c_str(), path_.c_str()) != 0) {
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    detail::throw_errno(path_, "rename", err);
+    detail::throw_errno(path.string(), "rename", err);
   }
-  fresh.renamed(path_);
+  fresh.renamed(path.string());
   detail::crash_point("publish.after_rename");
   // The rename must be durable before anyone relies on it.
-  const std::string dir = fs_path_.has_parent_path() ? fs_path_.parent_path().string() : ".";
+  const std::string dir = path.has_parent_path() ? path.parent_path().string() : ".";
   if (detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); d) ::fsync(d.get());
   // Handles still mapping the old file reopen the path at their next call.
-  if (file_ && file_->writable()) {
-    file_->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
+  if (old != nullptr && old->writable()) {
+    old->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
   }
-  lock_->bump_file_epoch();
+  lock.bump_file_epoch();
+}
+
+void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
+  replace_file(fresh, tmp, fs_path_, file_.get(), *lock_);
   epoch_ = lock_->file_epoch();
   file_ = std::make_shared<DataFile>(std::move(fresh));
+}
+
+std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, const Options& options) {
+  check_options(path.string(), options);
+  LockFile lock(path.string() + ".lock", options.lock_timeout);
+  lock.lock_write();  // a dead previous owner changes nothing here: everything is rebuilt
+  struct Unlock {
+    LockFile& lock;
+    ~Unlock() {
+      lock.unlock_write();
+      lock.finish_attach();
+    }
+  } unlock{lock};
+  DataFile old = DataFile::open(path.string(), true, options.max_file_size);
+  if (!old.writable()) throw Error(Errc::read_only, path.string() + ": file is not writable");
+  std::vector<std::string> problems = old.check();
+  const std::string tmp = temp_path(path.string(), "recover");
+  DataFile fresh = DataFile::rebuild(old, tmp, options.max_file_size, nullptr, true);
+  ++fresh.header().recoveries;
+  replace_file(fresh, tmp, path, &old, lock);
+  return problems;
 }
 
 // --------------------------------------------------------------- calls
@@ -335,7 +361,7 @@ void Store::Impl::compact() {
   if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
-  const std::string tmp = temp_path("compact");
+  const std::string tmp = temp_path(path_, "compact");
   DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, nullptr);
   ++fresh.header().compactions;
   fresh.header().last_compact_unix = now_unix();

@@ -32,6 +32,7 @@ class Store::Impl {
   [[nodiscard]] Stats stats() const;
   [[nodiscard]] std::vector<std::string> check() const;
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return fs_path_; }
+  static std::vector<std::string> repair(const std::filesystem::path& path, const Options& options);
 
  private:
   class ReadSection;
@@ -51,7 +52,11 @@ class Store::Impl {
   void recover(const std::string& why);
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
-  [[nodiscard]] std::string temp_path(const char* what) const;
+  // The same, for any caller holding the write lock: renames `fresh` over
+  // `path`, makes the rename durable, retires `old` and tells the other handles.
+  static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
+                           detail::DataFile* old, detail::LockFile& lock);
+  static std::string temp_path(const std::string& path, const char* what);
   template <class F>
   auto mutate(F&& f);
 

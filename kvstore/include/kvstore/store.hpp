@@ -122,6 +122,14 @@ class Store {
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
 
+  // Rebuilds the store at `path` from every record that passes its checksum,
+  // finding chunks by their magic when the index or the chunk links are
+  // damaged. The new file replaces the original only once it is complete and
+  // synced; handles open elsewhere adopt it. Returns what was found wrong on
+  // the way (empty: nothing was). Throws Error: not_a_store, version_mismatch,
+  // io, no_space, busy, read_only.
+  static std::vector<std::string> repair(const std::filesystem::path& path, const Options& options = {});
+
   class Impl;
 
  private:
