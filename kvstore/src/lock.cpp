@@ -160,8 +160,7 @@ LockFile::WriteResult LockFile::lock_mutex() {
   throw_errno(path_, "lock", rc);
 }
 
-LockFile::WriteResult LockFile::lock_write() {
-  const WriteResult r = lock_mutex();
+void LockFile::exclude_readers() {
   shared_->writer_active.store(1, std::memory_order_seq_cst);
   try {
     wait_for_readers();
@@ -169,6 +168,11 @@ LockFile::WriteResult LockFile::lock_write() {
     unlock_write();
     throw;
   }
+}
+
+LockFile::WriteResult LockFile::lock_write() {
+  const WriteResult r = lock_mutex();
+  exclude_readers();
   return r;
 }
 
@@ -183,13 +187,7 @@ LockFile::WriteResult LockFile::wait_for_writer() {
     pthread_mutex_unlock(&shared_->writer);
     return r;
   }
-  shared_->writer_active.store(1, std::memory_order_seq_cst);
-  try {
-    wait_for_readers();
-  } catch (...) {
-    unlock_write();
-    throw;
-  }
+  exclude_readers();  // the writer died: we hold its mutex now, and act as the writer
   return r;
 }
 

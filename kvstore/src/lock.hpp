@@ -94,6 +94,8 @@ class LockFile {
 
  private:
   WriteResult lock_mutex();
+  // With the mutex held: announce the writer and wait until no reader is inside.
+  void exclude_readers();
   void wait_for_readers();
   [[nodiscard]] bool slot_owner_alive(std::uint32_t i) const noexcept;
 
