@@ -513,7 +513,7 @@ int main(int argc, char** argv) {
     const fs::path gp = dir / "plot.gp";
     std::ofstream(gp) << "set terminal png size 1000,500\nset output '" << plot_path
                       << "'\nset style data histograms\nset style fill solid\nset ylabel 'ns/op'\n"
-                         "set key top left\nplot '" << dat.string() << "' using 2:xtic(1) title 'kvstore', '' using 3 title 'lmdb', "
+                         "set key top left\nset termoption noenhanced\nplot '" << dat.string() << "' using 2:xtic(1) title 'kvstore', '' using 3 title 'lmdb', "
                          "'' using 4 title 'kyotocabinet', '' using 5 title 'tkrzw', '' using 6 title 'unordered_map'\n";
     if (std::system(("gnuplot " + gp.string()).c_str()) != 0) std::fprintf(stderr, "kvbench: gnuplot failed\n");
   }
