@@ -525,27 +525,11 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
     for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem);
     return true;
   }
-  const ChunkHeader* c = nullptr;
   try {
-    c = resolve(root().first_chunk, sizeof(ChunkHeader));
+    scan_chunk_list([&](const ChunkHeader& c) { scan_chunk(c, fn, problem); });
   } catch (const Error& e) {
     problem(e.what());
     return false;
-  }
-  for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
-    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
-      problem("chunk " + std::to_string(ordinal) + " at " +
-              hex(static_cast<std::uint64_t>(reinterpret_cast<const char*>(c) - map_.base())) +  // NOLINT
-              " is damaged");
-      return false;
-    }
-    scan_chunk(*c, fn, problem);
-    try {
-      c = resolve(c->next, sizeof(ChunkHeader));
-    } catch (const Error& e) {
-      problem(e.what());
-      return false;
-    }
   }
   return true;
 }
@@ -787,7 +771,65 @@ std::vector<std::string> DataFile::check() const {
             std::to_string(indexed));
   }
   if (key_bytes != r.key_bytes || value_bytes != r.value_bytes) problem("byte counters are off");
+  check_allocations(problem);
   return problems;
+}
+
+void DataFile::check_allocations(const std::function<void(const std::string&)>& problem) const {
+  // The allocator's bookkeeping against ours: the blocks we hold (root, index,
+  // chunks) lie inside the segment, do not overlap, and fit in what the
+  // allocator counts as handed out. Only the allocator's counters are read,
+  // never its trees, which a damaged file could make endless.
+  struct Block {
+    std::uint64_t begin;
+    std::uint64_t end;
+    const char* what;
+  };
+  std::vector<Block> blocks{{root_offset_, root_offset_ + sizeof(Root), "root"}};
+  try {
+    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+    const auto t = reinterpret_cast<std::uintptr_t>(table()) - base;   // NOLINT
+    blocks.push_back({t, t + root().slot_count * sizeof(Slot), "index"});
+    scan_chunk_list([&](const ChunkHeader& c) {
+      const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT
+      blocks.push_back({at, at + sizeof(ChunkHeader) + c.capacity, "chunk"});
+    });
+  } catch (const Error& e) {
+    problem(e.what());
+    return;
+  }
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.begin < b.begin; });
+  std::uint64_t held = 0;
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    held += blocks[i].end - blocks[i].begin;
+    if (blocks[i].begin < kHeaderSize || blocks[i].end > map_.size()) {
+      problem(std::string(blocks[i].what) + " at " + hex(blocks[i].begin) + " lies outside the segment");
+    }
+    if (i > 0 && blocks[i].begin < blocks[i - 1].end) {
+      problem(std::string(blocks[i].what) + " at " + hex(blocks[i].begin) + " overlaps the " +
+              blocks[i - 1].what + " at " + hex(blocks[i - 1].begin));
+    }
+  }
+  const std::uint64_t segment_size = segment()->get_size();
+  const std::uint64_t free = segment()->get_free_memory();
+  if (segment_size > map_.size() - kHeaderSize || free > segment_size) {
+    problem("allocator counters are impossible: segment " + std::to_string(segment_size) + " bytes, free " +
+            std::to_string(free));
+  } else if (held > segment_size - free) {
+    problem("allocator counts " + std::to_string(segment_size - free) + " bytes in use, but the store holds " +
+            std::to_string(held));
+  }
+}
+
+void DataFile::scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const {
+  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
+    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
+    }
+    fn(*c);
+    c = resolve(c->next, sizeof(ChunkHeader));
+  }
 }
 
 }  // namespace kvstore::detail

@@ -152,6 +152,9 @@ class DataFile {
   void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
                   const std::function<void(const std::string&)>& problem) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
+  // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
+  void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
+  void check_allocations(const std::function<void(const std::string&)>& problem) const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
