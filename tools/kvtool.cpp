@@ -5,7 +5,10 @@
 //
 // Exit status: 0 done, 1 key not found (get, del), 2 usage error, 3 not a valid
 // or compatible store, 4 any other failure (I/O, no space, permission, busy).
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -78,6 +81,45 @@ std::string to_hex(std::string_view bytes) {
   return out;
 }
 
+// Progress for long work, on stderr, only when it is a terminal: count, rate
+// and, when the total is known, the time left.
+class Progress {
+ public:
+  Progress(const char* what, std::uint64_t total) : what_(what), total_(total), on_(::isatty(STDERR_FILENO) == 1) {}
+  Progress(const Progress&) = delete;
+  Progress& operator=(const Progress&) = delete;
+  ~Progress() {
+    if (on_ && shown_) std::cerr << '\n';
+  }
+  void operator()(std::uint64_t done) {
+    if (!on_) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double rate = s > 0 ? static_cast<double>(done) / s : 0;
+    std::cerr << '\r' << what_ << ' ' << done;
+    if (total_ > 0) std::cerr << '/' << total_;
+    std::cerr << " pairs, " << static_cast<std::uint64_t>(rate) << "/s";
+    if (total_ > done && rate > 0) std::cerr << ", " << static_cast<std::uint64_t>(static_cast<double>(total_ - done) / rate) << " s left";
+    std::cerr << "   " << std::flush;
+    shown_ = true;
+  }
+  // For work the library does in one call: say it started, then how long it took.
+  void start_line() {
+    if (on_) std::cerr << what_ << "..." << std::flush;
+    shown_ = on_;
+  }
+  void end_line() {
+    if (!on_) return;
+    std::cerr << " done in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count() << " s";
+  }
+
+ private:
+  const char* what_;
+  std::uint64_t total_;
+  bool on_;
+  bool shown_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
 kvstore::Store open_store(const Args& a, bool writes) {
   kvstore::Options o;
   o.create = writes;
@@ -146,7 +188,12 @@ int run_keys(const Args& a) {
 int run_compact(const Args& a) {
   kvstore::Store s = open_store(a, true);
   const std::uint64_t before = s.stats().file_size;
-  s.compact();
+  {
+    Progress p("compacting", 0);
+    p.start_line();
+    s.compact();
+    p.end_line();
+  }
   const std::uint64_t after = s.stats().file_size;
   std::cout << "compacted " << a.file << ": " << before << " -> " << after << " bytes\n";
   return kExitOk;
@@ -196,7 +243,14 @@ int run_check(const Args& a) {
     std::cout << "repaired " << a.file << ": " << s.size() << " keys kept\n";
     return s.check().empty() ? kExitOk : kExitBadStore;
   }
-  const std::vector<std::string> problems = open_store(a, false).check();
+  std::vector<std::string> problems;
+  {
+    const kvstore::Store s = open_store(a, false);
+    Progress p("checking", 0);
+    p.start_line();
+    problems = s.check();
+    p.end_line();
+  }
   if (a.json) {
     std::cout << nlohmann::json{{"file", a.file}, {"ok", problems.empty()}, {"problems", problems}}.dump(2)
               << '\n';
@@ -210,13 +264,15 @@ int run_check(const Args& a) {
 
 int run_dump(const Args& a) {
   const kvstore::Store s = open_store(a, false);
+  Progress progress("dumped", s.size());
+  const kvstore::DumpOptions options{.mapsize = !a.bdb, .progress = [&](std::uint64_t n) { progress(n); }};
   if (a.path.empty() || a.path == "-") {
-    kvstore::dump(s, std::cout, {.mapsize = !a.bdb});
+    kvstore::dump(s, std::cout, options);
     return kExitOk;
   }
   std::ofstream out(a.path, std::ios::binary | std::ios::trunc);
   if (!out) throw kvstore::Error(kvstore::Errc::io, a.path + ": cannot open for writing");
-  kvstore::dump(s, out, {.mapsize = !a.bdb});
+  kvstore::dump(s, out, options);
   return kExitOk;
 }
 
@@ -230,8 +286,15 @@ int run_load(const Args& a) {
   }
   kvstore::Store s = open_store(a, true);
   try {
-    const kvstore::LoadResult r = kvstore::load(s, *in);
-    std::cerr << "loaded " << r.pairs << " pairs into " << a.file << '\n';
+    const auto start = std::chrono::steady_clock::now();
+    kvstore::LoadResult r;
+    {
+      Progress progress("parsed", 0);
+      r = kvstore::load(s, *in, {.progress = [&](std::uint64_t n) { progress(n); }});
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cerr << "loaded " << r.pairs << " pairs into " << a.file << " ("
+              << static_cast<std::uint64_t>(secs > 0 ? static_cast<double>(r.pairs) / secs : 0) << " pairs/s)\n";
   } catch (const kvstore::Error& e) {
     if (e.code() != kvstore::Errc::invalid_argument) throw;
     // Name the input: "line N: ..." alone does not say which file.

@@ -100,7 +100,7 @@ DumpResult dump(const Store& store, std::ostream& out, const DumpOptions& option
   store.for_each([&](std::string_view key, std::string_view value) {
     put_hex_line(out, key);
     put_hex_line(out, value);
-    ++r.pairs;
+    if (++r.pairs % 65536 == 0 && options.progress) options.progress(r.pairs);
     return static_cast<bool>(out);
   });
   out << "DATA=END\n";
@@ -109,7 +109,7 @@ DumpResult dump(const Store& store, std::ostream& out, const DumpOptions& option
   return r;
 }
 
-LoadResult load(Store& store, std::istream& in) {
+LoadResult load(Store& store, std::istream& in, const LoadOptions& options) {
   std::string line;
   std::uint64_t n = 0;
   bool print = false;
@@ -162,6 +162,7 @@ LoadResult load(Store& store, std::istream& in) {
     if (line == "DATA=END") bad(n, "key without a value");
     op.value = decode(line);
     ops.push_back(std::move(op));
+    if (ops.size() % 65536 == 0 && options.progress) options.progress(ops.size());
   }
   if (!data_done) bad(n, "missing DATA=END (truncated input)");
   if (in.bad()) throw Error(Errc::io, "read failed while loading");

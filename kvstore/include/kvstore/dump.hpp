@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 
 #include "kvstore/store.hpp"
@@ -21,6 +22,8 @@ struct DumpOptions {
   // data (without it mdb_load uses 1 MiB). Berkeley DB's db_load rejects the
   // line: turn it off for dumps meant for db_load.
   bool mapsize = true;
+  // Called now and then with the number of pairs written so far (for progress displays).
+  std::function<void(std::uint64_t pairs)> progress;
 };
 
 // Writes every pair of `store` (a snapshot: writers are not held up).
@@ -34,6 +37,11 @@ struct LoadResult {
 // Reads a dump from `in` and stores its pairs through Store::apply, all or
 // nothing: on malformed input nothing is stored. Throws Error: invalid_argument
 // (malformed input; what() names the line), and whatever Store::apply throws.
-LoadResult load(Store& store, std::istream& in);
+struct LoadOptions {
+  // Called now and then with the number of pairs parsed so far.
+  std::function<void(std::uint64_t pairs)> progress;
+};
+
+LoadResult load(Store& store, std::istream& in, const LoadOptions& options = {});
 
 }  // namespace kvstore
