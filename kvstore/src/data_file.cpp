@@ -235,7 +235,27 @@ void DataFile::grow(std::uint64_t at_least) {
   full_sync_ = true;  // the new size must reach the disk too (Sync::always)
 }
 
+// Marks the header while the segment allocator (or a grow) is being changed:
+// a writer that dies inside must be recovered by a full rebuild. Restores the
+// phase before it, also when the change fails cleanly.
+class DataFile::AllocatorPhase {
+ public:
+  explicit AllocatorPhase(DataFile& f) : f_(f), before_(f.header().writing.load(std::memory_order_relaxed)) {
+    if (before_ != kIdle) f_.header().writing.store(kAllocator, std::memory_order_relaxed);
+  }
+  AllocatorPhase(const AllocatorPhase&) = delete;
+  AllocatorPhase& operator=(const AllocatorPhase&) = delete;
+  ~AllocatorPhase() {
+    if (before_ != kIdle) f_.header().writing.store(before_, std::memory_order_relaxed);
+  }
+
+ private:
+  DataFile& f_;
+  std::uint32_t before_;
+};
+
 void* DataFile::allocate(std::uint64_t bytes) {
+  const AllocatorPhase phase(*this);
   for (;;) {
     if (void* p = segment()->allocate(bytes, std::nothrow)) return p;
     grow(bytes + 1024);
@@ -328,6 +348,7 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
     fresh[j] = old[i];
   }
   crash_point("rehash.filled");
+  const AllocatorPhase phase(*this);
   root_now.table = fresh;
   root_now.slot_count = n;
   segment()->deallocate(const_cast<Slot*>(old));
@@ -353,8 +374,12 @@ void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const 
 
 bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
   bool found = false;
-  std::uint64_t i = probe(key, hash, found);
-  if (!found) return false;
+  const std::uint64_t slot = probe(key, hash, found);
+  if (found) remove_slot(slot);
+  return found;
+}
+
+void DataFile::remove_slot(std::uint64_t i) {
   Slot* t = table();
   Root& r = root();
   const RecordView old = record_at(t[i].offset);
@@ -367,7 +392,7 @@ bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
   // every key stays reachable from its home slot without tombstones.
   const std::uint64_t mask = r.slot_count - 1;
   std::uint64_t j = i;
-  for (;;) {
+  for (std::uint64_t n = 0; n < mask; ++n) {  // bounded: a damaged index may have no empty slot
     j = (j + 1) & mask;
     if (t[j].offset == 0) break;
     const std::uint64_t home = t[j].hash & mask;
@@ -377,7 +402,6 @@ bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
     i = j;
   }
   t[i] = Slot{0, 0};
-  return true;
 }
 
 // ---------------------------------------------------------------- mutations
@@ -399,13 +423,14 @@ bool DataFile::put(std::string_view key, std::string_view value, std::uint8_t fl
 bool DataFile::erase(std::string_view key, std::uint8_t flags) {
   const std::uint64_t hash = key_hash(key, seed_);
   bool found = false;
-  (void)probe(key, hash, found);
+  const std::uint64_t slot = probe(key, hash, found);
   if (!found) return false;
   const std::uint64_t size = record_size(key.size(), 0);
-  reserve_records(size);
+  reserve_records(size);  // may grow the file, never moves the index: `slot` stays right
   append(key, {}, RecordType::erase, flags);
   root().dead_bytes += size;  // a tombstone is dead from birth; compaction drops it
-  return index_erase(key, hash);
+  remove_slot(slot);
+  return true;
 }
 
 void DataFile::apply(const std::vector<Op>& ops) {
@@ -423,7 +448,8 @@ void DataFile::apply(const std::vector<Op>& ops) {
   std::vector<std::uint64_t> offsets;
   offsets.reserve(ops.size());
   for (std::size_t i = 0; i < ops.size(); ++i) {
-    const auto flags = static_cast<std::uint8_t>(kInBatch | (i + 1 == ops.size() ? kBatchEnd : 0));
+    const auto flags = static_cast<std::uint8_t>(kInBatch | (i == 0 ? kBatchBegin : 0) |
+                                                 (i + 1 == ops.size() ? kBatchEnd : 0));
     offsets.push_back(append(ops[i].key, ops[i].erase ? std::string_view{} : ops[i].value,
                              ops[i].erase ? RecordType::erase : RecordType::put, flags));
     if (i == ops.size() / 2) crash_point("batch.half");
@@ -596,6 +622,9 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
   scan(
       [&](const RecordView& r) {
         if (record_bytes != nullptr) *record_bytes += r.size;
+        // A batch's records are appended together under the write lock, so any
+        // record outside it means the batch before was abandoned.
+        if ((r.flags & kInBatch) == 0 || (r.flags & kBatchBegin) != 0) pending.clear();
         if ((r.flags & kInBatch) == 0) {
           latest.note(key_hash(r.key, seed_), r.key, r.offset);
           return;
@@ -608,6 +637,48 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
       },
       problem, salvage);
   return latest;
+}
+
+bool DataFile::repair_index() {
+  try {
+    validate_root();
+  } catch (const Error&) {
+    return false;
+  }
+  bool clean_scan = true;
+  std::uint64_t bytes = 0;
+  const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
+  if (!clean_scan) return false;  // damage beyond a dead writer's: the full rebuild salvages
+  Root& r = root();
+  std::uint64_t keys = 0;
+  for (const Slot& s : latest.slots()) {
+    if (s.offset != 0 && record_at(s.offset).type == RecordType::put) ++keys;
+  }
+  if (keys * 4 > r.slot_count * 3) return false;
+  Slot* t = table();
+  std::memset(t, 0, r.slot_count * sizeof(Slot));
+  const std::uint64_t mask = r.slot_count - 1;
+  std::uint64_t key_bytes = 0;
+  std::uint64_t value_bytes = 0;
+  std::uint64_t live_bytes = 0;
+  for (const Slot& s : latest.slots()) {
+    if (s.offset == 0) continue;
+    const RecordView rec = record_at(s.offset);
+    if (rec.type != RecordType::put) continue;
+    std::uint64_t i = s.hash & mask;
+    while (t[i].offset != 0) i = (i + 1) & mask;
+    t[i] = s;
+    key_bytes += rec.key.size();
+    value_bytes += rec.value.size();
+    live_bytes += rec.size;
+    crash_point("repair_index.inserting");
+  }
+  r.keys = keys;
+  r.key_bytes = key_bytes;
+  r.value_bytes = value_bytes;
+  r.record_bytes = bytes;
+  r.dead_bytes = bytes - live_bytes;
+  return true;
 }
 
 DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,

@@ -121,6 +121,12 @@ class DataFile {
   // Free bytes the allocator can still hand out.
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;
 
+  // After a writer died while it appended records or changed the index (but
+  // not the allocator): rebuilds the index and the counters in place from the
+  // records, without copying them. Returns false, changing nothing, when the
+  // file needs the full rebuild instead (a damaged record or root).
+  bool repair_index();
+
   // Writes a compact copy holding only the live pairs of `source` (as found by
   // scanning its records, so that it also serves recovery) to `path`, and
   // makes it durable. Counters in the mutable header part are carried over.
@@ -128,6 +134,7 @@ class DataFile {
                           std::vector<std::string>* problems, bool salvage = false);
 
  private:
+  class AllocatorPhase;
   DataFile() = default;
   [[nodiscard]] SegmentManager* segment() const noexcept {
     return reinterpret_cast<SegmentManager*>(map_.base() + kHeaderSize);  // NOLINT
@@ -138,6 +145,8 @@ class DataFile {
   std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;
   void index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r);
   bool index_erase(std::string_view key, std::uint64_t hash);
+  // Empties slot `i` (which holds a live key) and closes the gap behind it.
+  void remove_slot(std::uint64_t i);
   void reserve_slots(std::uint64_t extra_keys);
   // Room for `bytes` of records in the last chunk; grows the file if needed.
   void reserve_records(std::uint64_t bytes);

@@ -93,8 +93,17 @@ void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offs
 // appended to a chunk and never modified afterwards.
 enum class RecordType : std::uint8_t { put = 1, erase = 2 };
 enum RecordFlags : std::uint8_t {
-  kInBatch = 1,   // part of an atomic batch ...
-  kBatchEnd = 2,  // ... that this record completes
+  kInBatch = 1,     // part of an atomic batch ...
+  kBatchEnd = 2,    // ... that this record completes
+  kBatchBegin = 4,  // ... that this record opens (records of an abandoned batch before it are void)
+};
+
+// FileHeader::writing: what a writer was doing, so that recovery after its
+// death knows how much to rebuild.
+enum WritingPhase : std::uint32_t {
+  kIdle = 0,
+  kRecords = 1,    // appending records or changing the index: the allocator is intact
+  kAllocator = 2,  // inside the segment allocator or a grow: rebuild the whole file
 };
 struct RecordHeader {
   std::uint32_t crc;  // crc32c of everything after this field up to the record's padded end

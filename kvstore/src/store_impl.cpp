@@ -220,6 +220,16 @@ void Store::Impl::recover(const std::string& why) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
                                    ") but the file is not writable by this process");
   }
+  FileHeader& h = file_->header();
+  // A writer that died outside the allocator left it intact (and, in this
+  // boot, every page it wrote is in the page cache): the index is rebuilt in
+  // place, in a fraction of the time of a copy. Anything else is copied.
+  if (h.writing.load() == detail::kRecords && !file_->short_file() &&
+      std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0 && file_->repair_index()) {
+    ++h.recoveries;
+    h.writing.store(detail::kIdle);
+    return;
+  }
   const std::string tmp = temp_path(path_, "recover");
   std::vector<std::string> problems;
   DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
@@ -284,18 +294,21 @@ auto Store::Impl::mutate(F&& f) {
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
   {
     FileHeader& h = file_->header();
-    if (h.clean.load(std::memory_order_relaxed) != 0) {
+    // The boot id is checked too: a file compacted from an unclean one starts
+    // unclean without one.
+    if (h.clean.load(std::memory_order_relaxed) != 0 ||
+        std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
       std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
       h.clean.store(0);
       // Once a session, in every sync mode: after a power cut the file must not
       // claim to be clean while pages written since were lost.
       file_->sync_header();
     }
-    h.writing.store(1, std::memory_order_relaxed);
+    h.writing.store(detail::kRecords, std::memory_order_relaxed);
   }
   struct Done {
     DataFile& file;
-    ~Done() { file.header().writing.store(0, std::memory_order_release); }
+    ~Done() { file.header().writing.store(detail::kIdle, std::memory_order_release); }
   } done{*file_};
   auto result = f(*file_);
   if (options_.sync == Sync::always) file_->sync_tail();
