@@ -316,6 +316,7 @@ int main(int argc, char** argv) {
   app.add_flag("--sync", a.sync, "writes wait until the data is on stable storage (Sync::always)");
   app.add_flag("--hex", a.hex, "KEY and VALUE are given, and shown, as hex digits");
   app.require_subcommand(1);
+  app.fallthrough();  // -f, --hex and --sync may also follow the command
   app.footer(
       "Exit status: 0 done, 1 key not found, 2 usage error, 3 not a valid or compatible store,\n"
       "4 other failure (I/O, no space, permission, busy).");
