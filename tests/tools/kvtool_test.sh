@@ -3,7 +3,7 @@
 # binary data, dump/load round trips, and interop with the real lmdb-utils and
 # Berkeley DB tools. Usage: kvtool_test.sh path/to/kvtool
 set -u
-KVTOOL=$1
+KVTOOL=$(realpath "$1")
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 cd "$T"
