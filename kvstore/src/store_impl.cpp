@@ -136,9 +136,9 @@ Store::Impl::~Impl() {
       WriteSection w(*this);
       FileHeader& h = file_->header();
       if (h.clean.load() == 0 && h.writing.load() == 0) {
-        file_->sync_all();
+        file_->sync_all();  // everything durable first, then the claim that it is
         file_->header().clean.store(1);
-        file_->sync_all();
+        file_->sync_header();
       }
     }
   } catch (...) {
