@@ -507,25 +507,38 @@ std::vector<std::uint64_t> DataFile::live_offsets() const {
 }
 
 void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                          const std::function<void(const std::string&)>& problem) const {
+                          const std::function<void(const std::string&)>& problem, bool salvage) const {
   const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
   const std::uint64_t data = at + sizeof(ChunkHeader);
   const std::uint64_t used = c.used.load(std::memory_order_acquire);
-  for (std::uint64_t pos = 0; pos < used;) {
-    RecordView r{};
+  // The record at `pos`, if it is whole and passes its checksum.
+  auto intact_at = [&](std::uint64_t pos, RecordView& r) {
     try {
       r = record_at(data + pos);
-    } catch (const Error& e) {
-      problem(e.what());
-      return;
+    } catch (const Error&) {
+      return false;
     }
-    if (r.size > used - pos || !record_intact(r)) {
+    return r.size <= used - pos && record_intact(r);
+  };
+  for (std::uint64_t pos = 0; pos < used;) {
+    RecordView r{};
+    if (intact_at(pos, r)) {
+      fn(r);
+      pos += r.size;
+      continue;
+    }
+    if (!salvage) {
       problem("record at " + hex(data + pos) + " in chunk " + std::to_string(c.ordinal) +
               " fails its checksum or bounds; the rest of the chunk is skipped");
       return;
     }
-    fn(r);
-    pos += r.size;
+    // Salvage: the damaged record's sizes cannot be trusted, so look for the
+    // next record that proves itself by its checksum, 8 bytes at a time.
+    const std::uint64_t bad = pos;
+    for (pos += kRecordAlign; pos < used && !intact_at(pos, r); pos += kRecordAlign) {
+    }
+    problem("bytes " + hex(data + bad) + " to " + hex(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+            " hold no intact record; skipped");
   }
 }
 
@@ -548,11 +561,11 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
     }
     std::stable_sort(found.begin(), found.end(),
                      [](const ChunkHeader* a, const ChunkHeader* b) { return a->ordinal < b->ordinal; });
-    for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem);
+    for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem, true);
     return true;
   }
   try {
-    scan_chunk_list([&](const ChunkHeader& c) { scan_chunk(c, fn, problem); });
+    scan_chunk_list([&](const ChunkHeader& c) { scan_chunk(c, fn, problem, false); });
   } catch (const Error& e) {
     problem(e.what());
     return false;

@@ -158,8 +158,10 @@ class DataFile {
   // Replays every record into key -> latest record (see data_file.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
                      std::uint64_t* record_bytes, bool salvage) const;
+  // Replays one chunk's records. A damaged record ends the chunk, unless
+  // `salvage`: then the scan resumes at the next record that passes its checksum.
   void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                  const std::function<void(const std::string&)>& problem) const;
+                  const std::function<void(const std::string&)>& problem, bool salvage) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
   // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
   void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;

@@ -221,11 +221,13 @@ void Store::Impl::recover(const std::string& why) {
                                    ") but the file is not writable by this process");
   }
   FileHeader& h = file_->header();
-  // A writer that died outside the allocator left it intact (and, in this
-  // boot, every page it wrote is in the page cache): the index is rebuilt in
-  // place, in a fraction of the time of a copy. Anything else is copied.
-  if (h.writing.load() == detail::kRecords && !file_->short_file() &&
-      std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0 && file_->repair_index()) {
+  // After a power cut, pages written since the last sync may be torn; after a
+  // process crash in this boot, every page it wrote is in the page cache.
+  const bool same_boot = std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0;
+  const bool torn_pages_possible = file_->short_file() || !same_boot;
+  // A writer that died outside the allocator left it intact: the index is
+  // rebuilt in place, in a fraction of the time of a copy.
+  if (h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
     ++h.recoveries;
     h.writing.store(detail::kIdle);
     return;
@@ -233,6 +235,14 @@ void Store::Impl::recover(const std::string& why) {
   const std::string tmp = temp_path(path_, "recover");
   std::vector<std::string> problems;
   DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
+  if (!problems.empty() && !torn_pages_possible) {
+    // A dead writer never damages complete records: this is damage of another
+    // kind, and recovering silently would drop the records it hides. Refuse,
+    // change nothing, and leave the choice to an explicit repair.
+    ::unlink(tmp.c_str());
+    throw Error(Errc::corrupt, path_ + ": needs recovery (" + why + ") but is also damaged (" + problems[0] +
+                                   "); nothing was changed: run kvtool check --repair");
+  }
   ++fresh.header().recoveries;
   publish(std::move(fresh), tmp);
 }

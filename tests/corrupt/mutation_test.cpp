@@ -167,3 +167,40 @@ TEST(Mutation, RepairSalvagesIntactRecords) {
   EXPECT_EQ(s.get("key2999"), std::string(100, 'r'));
   EXPECT_TRUE(s.check().empty());
 }
+
+// A damaged record in the middle of a chunk: recovery after a dead writer
+// refuses rather than drop the records behind it, and repair keeps all of
+// them but the damaged one.
+TEST(Mutation, RepairSkipsOnlyTheDamagedRecord) {
+  kvstore::test::TempDir d;
+  const std::string path = d.file("r.kv");
+  {
+    kvstore::Options o;
+    o.initial_size = 64 * 1024;
+    kvstore::Store s = kvstore::Store::open(path, o);
+    for (int i = 0; i < 3000; ++i) s.put("key" + std::to_string(i), std::string(100, 'r'));
+  }
+  std::string bytes = read_file(path);
+  const std::string needle = "key1500" + std::string(100, 'r');
+  const std::size_t at = bytes.find(needle);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 50] ^= 0x55;                 // a value byte of key1500
+  bytes[128] = 1;                         // and a writer that died while writing
+  write_file(path, bytes);
+  try {
+    (void)kvstore::Store::open(path);
+    ADD_FAILURE() << "recovery went ahead over a damaged record";
+  } catch (const kvstore::Error& e) {
+    EXPECT_EQ(e.code(), kvstore::Errc::corrupt);
+    EXPECT_NE(std::string(e.what()).find("check --repair"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(read_file(path), bytes) << "the refused recovery changed the file";
+  const std::vector<std::string> found = kvstore::Store::repair(path);
+  EXPECT_FALSE(found.empty());
+  kvstore::Store s = kvstore::Store::open(path);
+  EXPECT_EQ(s.size(), 2999u);
+  EXPECT_FALSE(s.contains("key1500"));
+  EXPECT_EQ(s.get("key1501"), std::string(100, 'r'));
+  EXPECT_EQ(s.get("key2999"), std::string(100, 'r'));
+  EXPECT_TRUE(s.check().empty());
+}
