@@ -542,6 +542,28 @@ void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const R
   }
 }
 
+bool DataFile::damage_is_torn_tail() const {
+  // The only damage a power cut leaves: records written after the last sync,
+  // torn, at the end of the chunk being appended to, which is the last one.
+  // Anything else (damage in an earlier chunk, or an intact record after the
+  // damage) is not a torn tail.
+  std::vector<const ChunkHeader*> chunks;
+  try {
+    scan_chunk_list([&](const ChunkHeader& c) { chunks.push_back(&c); });
+  } catch (const Error&) {
+    // The list ends at a damaged link: what precedes it is judged as usual.
+  }
+  for (std::size_t n = 0; n < chunks.size(); ++n) {
+    bool damaged = false;
+    bool intact_after_damage = false;
+    scan_chunk(
+        *chunks[n], [&](const RecordView&) { intact_after_damage = intact_after_damage || damaged; },
+        [&](const std::string&) { damaged = true; }, true);
+    if (damaged && (n + 1 != chunks.size() || intact_after_damage)) return false;
+  }
+  return true;
+}
+
 bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
   const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
   if (at + sizeof(ChunkHeader) > map_.size()) return false;

@@ -121,6 +121,10 @@ class DataFile {
   // Free bytes the allocator can still hand out.
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;
 
+  // Whether the only damaged records are a torn tail of the last chunk, as a
+  // power cut leaves them (see data_file.cpp).
+  [[nodiscard]] bool damage_is_torn_tail() const;
+
   // After a writer died while it appended records or changed the index (but
   // not the allocator): rebuilds the index and the counters in place from the
   // records, without copying them. Returns false, changing nothing, when the

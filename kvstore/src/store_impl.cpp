@@ -235,10 +235,11 @@ void Store::Impl::recover(const std::string& why) {
   const std::string tmp = temp_path(path_, "recover");
   std::vector<std::string> problems;
   DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
-  if (!problems.empty() && !torn_pages_possible) {
-    // A dead writer never damages complete records: this is damage of another
-    // kind, and recovering silently would drop the records it hides. Refuse,
-    // change nothing, and leave the choice to an explicit repair.
+  if (!problems.empty() && !(torn_pages_possible && file_->damage_is_torn_tail())) {
+    // A dead writer never damages complete records, and a power cut only
+    // tears the newest ones: this is damage of another kind, and recovering
+    // silently would drop the records it hides. Refuse, change nothing, and
+    // leave the choice to an explicit repair.
     ::unlink(tmp.c_str());
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why + ") but is also damaged (" + problems[0] +
                                    "); nothing was changed: run kvtool check --repair");
