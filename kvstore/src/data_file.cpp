@@ -674,6 +674,32 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
   return latest;
 }
 
+std::uint64_t DataFile::indexed_keys_unknown_to(const LatestIndex& latest) const {
+  // Keys the index holds, with an intact record, of which the replay saw no
+  // record at all: the chunks' own bookkeeping (a length, a link) was damaged
+  // so that whole runs of records went unseen. A dead writer never does that.
+  std::uint64_t unknown = 0;
+  try {
+    const Slot* t = table();
+    const std::uint64_t n = root().slot_count;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      if (t[i].offset == 0) continue;
+      RecordView r{};
+      try {
+        r = record_at(t[i].offset);
+      } catch (const Error&) {
+        continue;
+      }
+      if (r.type == RecordType::put && record_intact(r) && latest.find(key_hash(r.key, seed_), r.key) == 0) {
+        ++unknown;
+      }
+    }
+  } catch (const Error&) {
+    // No usable index to compare with.
+  }
+  return unknown;
+}
+
 bool DataFile::repair_index() {
   try {
     validate_root();
@@ -683,7 +709,7 @@ bool DataFile::repair_index() {
   bool clean_scan = true;
   std::uint64_t bytes = 0;
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
-  if (!clean_scan) return false;  // damage beyond a dead writer's: the full rebuild salvages
+  if (!clean_scan || indexed_keys_unknown_to(latest) != 0) return false;  // not a dead writer's mess
   Root& r = root();
   std::uint64_t keys = 0;
   for (const Slot& s : latest.slots()) {
@@ -717,12 +743,13 @@ bool DataFile::repair_index() {
 }
 
 DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                           std::vector<std::string>* problems, bool salvage) {
+                           std::vector<std::string>* problems, bool salvage, std::uint64_t* unknown_keys) {
   const LatestIndex latest = source.replay(
       [&](const std::string& p) {
         if (problems != nullptr) problems->push_back(p);
       },
       nullptr, salvage);
+  if (unknown_keys != nullptr) *unknown_keys = source.indexed_keys_unknown_to(latest);
   // The live records, in file order: the copy below then reads the source sequentially.
   std::vector<Slot> live;
   std::uint64_t live_bytes = 0;

@@ -134,8 +134,11 @@ class DataFile {
   // Writes a compact copy holding only the live pairs of `source` (as found by
   // scanning its records, so that it also serves recovery) to `path`, and
   // makes it durable. Counters in the mutable header part are carried over.
+  // `unknown_keys`, if given, receives the number of keys the source's index
+  // holds (with intact records) that the replay never saw.
   static DataFile rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                          std::vector<std::string>* problems, bool salvage = false);
+                          std::vector<std::string>* problems, bool salvage = false,
+                          std::uint64_t* unknown_keys = nullptr);
 
  private:
   class AllocatorPhase;
@@ -167,6 +170,7 @@ class DataFile {
   void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
                   const std::function<void(const std::string&)>& problem, bool salvage) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
+  [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
   // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
   void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;

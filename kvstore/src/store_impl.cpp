@@ -234,8 +234,13 @@ void Store::Impl::recover(const std::string& why) {
   }
   const std::string tmp = temp_path(path_, "recover");
   std::vector<std::string> problems;
-  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems);
-  if (!problems.empty() && !(torn_pages_possible && file_->damage_is_torn_tail())) {
+  std::uint64_t unknown_keys = 0;
+  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems, false, &unknown_keys);
+  if (unknown_keys != 0) {
+    problems.insert(problems.begin(), std::to_string(unknown_keys) +
+                                          " indexed keys have no record the chunks lead to");
+  }
+  if (unknown_keys != 0 || (!problems.empty() && !(torn_pages_possible && file_->damage_is_torn_tail()))) {
     // A dead writer never damages complete records, and a power cut only
     // tears the newest ones: this is damage of another kind, and recovering
     // silently would drop the records it hides. Refuse, change nothing, and
