@@ -603,8 +603,9 @@ std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free
 // takes well under a second.
 class LatestIndex {
  public:
-  LatestIndex(std::uint64_t expected, std::function<std::string_view(std::uint64_t)> key_at)
-      : key_at_(std::move(key_at)) {
+  LatestIndex(std::uint64_t expected, std::function<std::string_view(std::uint64_t)> key_at,
+              std::uint64_t file_size)
+      : key_at_(std::move(key_at)), visited_(file_size / kRecordAlign + 1, false) {
     std::uint64_t n = 1024;
     while (n < expected * 2) n *= 2;
     slots_.assign(n, Slot{0, 0});
@@ -622,6 +623,14 @@ class LatestIndex {
     return slots_[find_slot(hash, key)].offset;
   }
   [[nodiscard]] const std::vector<Slot>& slots() const noexcept { return slots_; }
+  // Which offsets of the file held a record the replay saw (one bit per 8 bytes).
+  void mark_visited(std::uint64_t offset) {
+    if (offset / kRecordAlign >= visited_.size()) visited_.resize(offset / kRecordAlign + 1, false);
+    visited_[offset / kRecordAlign] = true;
+  }
+  [[nodiscard]] bool visited(std::uint64_t offset) const {
+    return offset % kRecordAlign == 0 && offset / kRecordAlign < visited_.size() && visited_[offset / kRecordAlign];
+  }
 
  private:
   [[nodiscard]] std::uint64_t find_slot(std::uint64_t hash, std::string_view key) const {
@@ -644,6 +653,7 @@ class LatestIndex {
   }
   std::function<std::string_view(std::uint64_t)> key_at_;
   std::vector<Slot> slots_;
+  std::vector<bool> visited_;
   std::uint64_t count_ = 0;
 };
 
@@ -652,10 +662,11 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
                              std::uint64_t* record_bytes, bool salvage) const {
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
-                     [this](std::uint64_t offset) { return record_at(offset).key; });
+                     [this](std::uint64_t offset) { return record_at(offset).key; }, map_.size());
   std::vector<RecordView> pending;
   scan(
       [&](const RecordView& r) {
+        latest.mark_visited(r.offset);
         if (record_bytes != nullptr) *record_bytes += r.size;
         // A batch's records are appended together under the write lock, so any
         // record outside it means the batch before was abandoned.
@@ -675,24 +686,16 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
 }
 
 std::uint64_t DataFile::indexed_keys_unknown_to(const LatestIndex& latest) const {
-  // Keys the index holds, with an intact record, of which the replay saw no
-  // record at all: the chunks' own bookkeeping (a length, a link) was damaged
-  // so that whole runs of records went unseen. A dead writer never does that.
+  // Index slots pointing at offsets where the replay found no record: the
+  // chunks' own bookkeeping (a length, a link) was damaged so that whole runs
+  // of records went unseen. A dead writer never does that: the index only
+  // ever points at complete records. (Offsets only: no record is read.)
   std::uint64_t unknown = 0;
   try {
     const Slot* t = table();
     const std::uint64_t n = root().slot_count;
     for (std::uint64_t i = 0; i < n; ++i) {
-      if (t[i].offset == 0) continue;
-      RecordView r{};
-      try {
-        r = record_at(t[i].offset);
-      } catch (const Error&) {
-        continue;
-      }
-      if (r.type == RecordType::put && record_intact(r) && latest.find(key_hash(r.key, seed_), r.key) == 0) {
-        ++unknown;
-      }
+      if (t[i].offset != 0 && !latest.visited(t[i].offset)) ++unknown;
     }
   } catch (const Error&) {
     // No usable index to compare with.
