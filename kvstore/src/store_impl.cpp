@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -182,7 +183,9 @@ void Store::Impl::open_or_create() {
   }
   // Built aside and renamed into place, so that nobody ever sees half a file.
   const std::string tmp = temp_path(path_, "create");
-  DataFile fresh = DataFile::create(tmp, options_.initial_size, options_.max_file_size);
+  // Options promise at least 64 KiB (the 8 KiB floor of create() is for compacted files).
+  DataFile fresh =
+      DataFile::create(tmp, std::max(options_.initial_size, detail::kMinFileSize), options_.max_file_size);
   fresh.sync_all();
   if (::rename(tmp.c_str(), path_.c_str()) != 0) {
     const int err = errno;

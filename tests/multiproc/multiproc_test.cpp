@@ -1,93 +1,145 @@
 // Many processes on one store that starts at 64 KiB: writers with distinct
 // keys, readers checking throughout, a compactor; a handle opened before all
 // of it must read everything without reopening.
+//
+// Every child opens the store itself after fork() and leaves with _exit.
+// Readers register before any writer starts (writers wait for them), so they
+// really run while the file grows. KVSTORE_MULTIPROC_KEYS sets the keys per
+// writer (default 12000).
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <functional>
+#include <chrono>
+#include <cstdlib>
 #include <kvstore/store.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "../support/process.hpp"
 #include "../support/temp_dir.hpp"
 
 namespace {
 
+using kvstore::test::spawn;
+using kvstore::test::wait_all;
+
 constexpr int kWriters = 8;
-constexpr int kKeys = 4000;
+constexpr int kReaders = 2;
+
+// Child exit statuses, so a failure says what went wrong.
+constexpr int kOk = 0;
+constexpr int kWrongValue = 2;
+constexpr int kNeverSawPartial = 3;
+constexpr int kNeverRemapped = 4;
+constexpr int kTooFewCompactions = 5;
+constexpr int kWrongErase = 6;
+
+int keys_per_writer() {
+  const char* v = std::getenv("KVSTORE_MULTIPROC_KEYS");
+  return v != nullptr && std::atoi(v) > 0 ? std::atoi(v) : 12000;
+}
 
 std::string key_of(int w, int i) { return "w" + std::to_string(w) + "/" + std::to_string(i); }
-std::string value_of(int w, int i) { return std::string(static_cast<std::size_t>(10 + (i * 31 + w) % 700), static_cast<char>('A' + (w + i) % 50)); }
+std::string value_of(int w, int i) {
+  std::string v(static_cast<std::size_t>(10 + (i * 31 + w) % 1500), static_cast<char>('A' + (w + i) % 50));
+  v += key_of(w, i);  // the value names its key: a value under the wrong key shows
+  return v;
+}
+// In the compaction test every fourth key is erased again by its writer.
+bool erased_in_compact_test(int i) { return i % 4 == 3; }
 
 kvstore::Options tiny() {
   kvstore::Options o;
   o.initial_size = 64 * 1024;
-  o.lock_timeout = std::chrono::milliseconds(30'000);
+  o.lock_timeout = std::chrono::milliseconds(60'000);
   return o;
 }
 
-// Runs `fn` in a child process; the child opens its own Store.
-pid_t spawn(const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    int rc = 1;
-    try {
-      rc = fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child %d: %s\n", ::getpid(), e.what());
-    }
-    ::_exit(rc);
+std::string ready_key(int r) { return "ready/" + std::to_string(r); }
+std::string done_key(int w) { return "done/" + std::to_string(w); }
+
+void wait_for_readers(const kvstore::Store& s, int readers) {
+  for (int r = 0; r < readers; ++r) {
+    while (!s.contains(ready_key(r))) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return pid;
 }
 
-int wait_all(const std::vector<pid_t>& pids) {
-  int failed = 0;
-  for (const pid_t p : pids) {
-    int status = 0;
-    ::waitpid(p, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) ++failed;
-  }
-  return failed;
-}
-
-int writer(const std::string& path, int w) {
+int writer(const std::string& path, int w, int readers, bool erase_some) {
   kvstore::Store s = kvstore::Store::open(path, tiny());
-  for (int i = 0; i < kKeys; ++i) s.put(key_of(w, i), value_of(w, i));
-  s.put("done/" + std::to_string(w), "1");
-  return 0;
+  wait_for_readers(s, readers);
+  const int keys = keys_per_writer();
+  for (int i = 0; i < keys; ++i) {
+    s.put(key_of(w, i), value_of(w, i));
+    if (i % 97 == 0 && s.get(key_of(w, i)) != value_of(w, i)) return kWrongValue;
+    if (erase_some && erased_in_compact_test(i) && !s.erase(key_of(w, i))) return kWrongErase;
+  }
+  s.put(done_key(w), "1");
+  return kOk;
 }
 
 // Reads while the writers run: every value it finds must be the right one.
-int reader(const std::string& path) {
+// It must see the store part-written at least once, and see it grow.
+int reader(const std::string& path, int r, bool erase_some) {
   kvstore::Store s = kvstore::Store::open(path, tiny());
-  long seen = 0;
+  s.put(ready_key(r), "1");
+  const std::uint64_t generation_at_start = s.stats().generation;
+  const int keys = keys_per_writer();
+  bool saw_partial = false;
   for (int round = 0;; ++round) {
     int done = 0;
+    for (int w = 0; w < kWriters; ++w) done += s.contains(done_key(w)) ? 1 : 0;
+    int found = 0;     // keys that stay, found
+    int expected = 0;  // keys that stay, sampled this round
     for (int w = 0; w < kWriters; ++w) {
-      if (s.contains("done/" + std::to_string(w))) ++done;
-      for (int i = round % 13; i < kKeys; i += 13) {
+      for (int i = round % 7; i < keys; i += 7) {
+        const bool stays = !(erase_some && erased_in_compact_test(i));
+        expected += stays ? 1 : 0;
         const auto v = s.get(key_of(w, i));
-        if (v && *v != value_of(w, i)) return 2;
-        seen += v.has_value();
+        if (v) {
+          found += stays ? 1 : 0;
+          if (*v != value_of(w, i)) return kWrongValue;
+        }
       }
     }
     if (done == kWriters) break;
+    // Writers still running at the start of the round: unless every one of
+    // them finished during it, the round saw a part-written store.
+    if (found < expected) saw_partial = true;
   }
-  return seen > 0 ? 0 : 3;
+  if (!saw_partial) return kNeverSawPartial;
+  if (s.stats().generation == generation_at_start) return kNeverRemapped;
+  return kOk;
 }
 
-void expect_everything(const kvstore::Store& s) {
-  int missing = 0;
+// Fails with a count of the keys that are wrong.
+void expect_everything(const kvstore::Store& s, bool erase_some) {
+  const int keys = keys_per_writer();
+  int wrong = 0;
+  std::size_t live = 0;
   for (int w = 0; w < kWriters; ++w) {
-    for (int i = 0; i < kKeys; ++i) {
-      if (s.get(key_of(w, i)) != value_of(w, i)) ++missing;
+    for (int i = 0; i < keys; ++i) {
+      const auto v = s.get(key_of(w, i));
+      if (erase_some && erased_in_compact_test(i)) {
+        wrong += v.has_value() ? 1 : 0;
+      } else {
+        wrong += v != value_of(w, i) ? 1 : 0;
+        ++live;
+      }
     }
+    EXPECT_TRUE(s.contains(done_key(w))) << w;
   }
-  EXPECT_EQ(missing, 0);
-  EXPECT_EQ(s.size(), static_cast<std::size_t>(kWriters * (kKeys + 1)));
-  EXPECT_TRUE(s.check().empty());
+  EXPECT_EQ(wrong, 0);
+  std::size_t iterated = 0;
+  s.for_each([&](std::string_view, std::string_view) {
+    ++iterated;
+    return true;
+  });
+  const std::size_t extra = kWriters + kReaders;  // done/ and ready/ keys
+  EXPECT_EQ(s.size(), live + extra);
+  EXPECT_EQ(iterated, live + extra);
+  const auto problems = s.check();
+  EXPECT_TRUE(problems.empty()) << problems.front();
 }
 
 }  // namespace
@@ -96,37 +148,53 @@ TEST(MultiProcess, EightWritersAndReadersWhileGrowing) {
   kvstore::test::TempDir d;
   const std::string path = d.file("m.kv");
   kvstore::Store early = kvstore::Store::open(path, tiny());
+  ASSERT_EQ(early.stats().file_size, 64u * 1024);
   const std::uint64_t generation_before = early.stats().generation;
   std::vector<pid_t> pids;
-  for (int w = 0; w < kWriters; ++w) pids.push_back(spawn([&, w] { return writer(path, w); }));
-  for (int r = 0; r < 2; ++r) pids.push_back(spawn([&] { return reader(path); }));
-  EXPECT_EQ(wait_all(pids), 0);
+  for (int r = 0; r < kReaders; ++r) pids.push_back(spawn([&, r] { return reader(path, r, false); }));
+  for (int w = 0; w < kWriters; ++w) pids.push_back(spawn([&, w] { return writer(path, w, kReaders, false); }));
+  const std::vector<int> statuses = wait_all(pids);
+  for (std::size_t i = 0; i < statuses.size(); ++i) {
+    EXPECT_EQ(statuses[i], kOk) << (i < kReaders ? "reader " : "writer ") << i;
+  }
   // The handle opened before every grow reads it all, without reopening.
-  expect_everything(early);
+  expect_everything(early, false);
   const kvstore::Stats st = early.stats();
-  EXPECT_GT(st.generation, generation_before + 5) << "the file should have grown many times";
-  EXPECT_GT(st.file_size, 4u << 20);
-  std::printf("8 writers: %zu keys, file %llu bytes, generation %llu\n", early.size(),
-              static_cast<unsigned long long>(st.file_size), static_cast<unsigned long long>(st.generation));
+  EXPECT_GE(st.generation, generation_before + 8) << "the file should have grown many times";
+  EXPECT_GT(st.file_size, 32u << 20);
+  std::printf("%d writers, %d readers: %zu keys, file %llu bytes, generation %llu -> %llu\n", kWriters,
+              kReaders, early.size(), static_cast<unsigned long long>(st.file_size),
+              static_cast<unsigned long long>(generation_before), static_cast<unsigned long long>(st.generation));
 }
 
 TEST(MultiProcess, CompactWhileWritersRunLosesNothing) {
   kvstore::test::TempDir d;
   const std::string path = d.file("m.kv");
   kvstore::Store early = kvstore::Store::open(path, tiny());
-  std::vector<pid_t> writers;
-  for (int w = 0; w < kWriters; ++w) writers.push_back(spawn([&, w] { return writer(path, w); }));
+  std::vector<pid_t> pids;
+  pids.push_back(spawn([&] { return reader(path, 0, true); }));
+  pids.push_back(spawn([&] { return reader(path, 1, true); }));
   const pid_t compactor = spawn([&] {
     kvstore::Store s = kvstore::Store::open(path, tiny());
+    wait_for_readers(s, kReaders);
     int n = 0;
-    while (s.size() < static_cast<std::size_t>(kWriters * kKeys)) {
+    bool all_done = false;
+    while (!all_done) {
+      all_done = true;
+      for (int w = 0; w < kWriters; ++w) all_done = all_done && s.contains(done_key(w));
       s.compact();
       ++n;
     }
-    return n > 1 ? 0 : 4;  // it must really have compacted under the writers
+    return n > 2 ? kOk : kTooFewCompactions;  // it must really have compacted under the writers
   });
-  EXPECT_EQ(wait_all(writers), 0);
-  EXPECT_EQ(wait_all({compactor}), 0);
-  expect_everything(early);
-  EXPECT_GT(early.stats().compactions, 1u);
+  for (int w = 0; w < kWriters; ++w) pids.push_back(spawn([&, w] { return writer(path, w, kReaders, true); }));
+  const std::vector<int> statuses = wait_all(pids);
+  for (std::size_t i = 0; i < statuses.size(); ++i) EXPECT_EQ(statuses[i], kOk) << "child " << i;
+  EXPECT_EQ(kvstore::test::wait_for(compactor), kOk) << "compactor";
+  expect_everything(early, true);
+  const kvstore::Stats st = early.stats();
+  EXPECT_GT(st.compactions, 2u);
+  std::printf("compact under %d writers: %llu compactions, %zu keys, file %llu bytes\n", kWriters,
+              static_cast<unsigned long long>(st.compactions), early.size(),
+              static_cast<unsigned long long>(st.file_size));
 }
