@@ -5,16 +5,19 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <new>
 #include <random>
-#include <unordered_map>
+#include <bit>
 
 #include "crash_point.hpp"
+#include "file_writer.hpp"
 #include "crc32c.hpp"
 #include "hash.hpp"
 #include "kvstore/error.hpp"
+#include "latest_index.hpp"
 
 namespace kvstore::detail {
 namespace {
@@ -26,19 +29,6 @@ constexpr std::uint64_t kMaxGrowStep = std::uint64_t{1} << 30;
 constexpr std::uint64_t kGeometricLimit = std::uint64_t{64} << 20;
 
 constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
-
-std::string hex(std::uint64_t v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-// crc32c of a record: everything after the crc field up to the end of the value.
-std::uint32_t record_crc(const RecordHeader& h, std::string_view key, std::string_view value) {
-  std::uint32_t c = crc32c(0, reinterpret_cast<const char*>(&h) + 4, sizeof h - 4);  // NOLINT
-  c = crc32c(c, key.data(), key.size());
-  return crc32c(c, value.data(), value.size());
-}
 
 }  // namespace
 
@@ -55,25 +45,40 @@ DataFile DataFile::create(const std::string& path, std::uint64_t size, std::uint
   try {
     allocate_file(d.fd_.get(), size, path);
     d.map_ = Mapping(d.fd_.get(), size, true, path);
-    auto* h = new (d.map_.base()) FileHeader{};
-    SegmentBuffer segment(bip::create_only, d.map_.base() + kHeaderSize, size - kHeaderSize);
-    void* r = segment.allocate(sizeof(Root), std::nothrow);
-    void* t = segment.allocate(kInitialSlots * sizeof(Slot), std::nothrow);
-    if (r == nullptr || t == nullptr) throw Error(Errc::invalid_argument, path + ": initial size too small");
-    std::memset(t, 0, kInitialSlots * sizeof(Slot));
-    auto* root = new (r) Root{};
-    root->magic = kRootMagic;
-    root->table = static_cast<Slot*>(t);
-    root->slot_count = kInitialSlots;
-    d.root_offset_ = static_cast<std::uint64_t>(static_cast<char*>(r) - d.map_.base());
-    std::random_device rd;
-    d.seed_ = (std::uint64_t{rd()} << 32) ^ rd();
-    init_header(*h, size, d.root_offset_, d.seed_);
+    d.format(size);
   } catch (...) {
     ::unlink(path.c_str());
     throw;
   }
   return d;
+}
+
+DataFile DataFile::create_image(const std::string& path, std::uint64_t size, std::uint64_t max_size) {
+  size = round_up(std::max(size, kMinValidSize), kPageSize);
+  DataFile d;
+  d.path_ = path;
+  d.writable_ = true;
+  d.max_size_ = max_size;
+  d.map_ = Mapping::anonymous(size, path);
+  d.format(size);
+  return d;
+}
+
+void DataFile::format(std::uint64_t size) {
+  auto* h = new (map_.base()) FileHeader{};
+  SegmentBuffer segment(bip::create_only, map_.base() + kHeaderSize, size - kHeaderSize);
+  void* r = segment.allocate(sizeof(Root), std::nothrow);
+  void* t = segment.allocate(kInitialSlots * sizeof(Slot), std::nothrow);
+  if (r == nullptr || t == nullptr) throw Error(Errc::invalid_argument, path_ + ": initial size too small");
+  std::memset(t, 0, kInitialSlots * sizeof(Slot));
+  auto* root = new (r) Root{};
+  root->magic = kRootMagic;
+  root->table = static_cast<Slot*>(t);
+  root->slot_count = kInitialSlots;
+  root_offset_ = static_cast<std::uint64_t>(static_cast<char*>(r) - map_.base());
+  std::random_device rd;
+  seed_ = (std::uint64_t{rd()} << 32) ^ rd();
+  init_header(*h, size, root_offset_, seed_);
 }
 
 DataFile DataFile::open(const std::string& path, bool writable, std::uint64_t max_size) {
@@ -109,7 +114,7 @@ T* DataFile::resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const {
   const auto b = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
   const std::uint64_t size = map_.size();
   if (a < b + kHeaderSize || a - b > size || bytes > size - (a - b) || a % alignof(T) != 0) {
-    throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex(a - b) + ")",
+    throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex_offset(a - b) + ")",
                 a >= b ? a - b : kNoOffset);
   }
   return raw;
@@ -142,34 +147,6 @@ void DataFile::adopt_size() {
 }
 
 // ---------------------------------------------------------------- records
-
-RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
-                       const std::string& path) {
-  if (offset < kHeaderSize || offset % kRecordAlign != 0 || offset > size - sizeof(RecordHeader)) {
-    throw Error(Errc::corrupt, path + ": record offset " + hex(offset) + " out of bounds", offset);
-  }
-  RecordHeader h;
-  std::memcpy(&h, base + offset, sizeof h);
-  const std::uint64_t total = record_size(h.key_size, h.value_size);
-  if (total > size - offset ||
-      (h.type != static_cast<std::uint8_t>(RecordType::put) &&
-       h.type != static_cast<std::uint8_t>(RecordType::erase))) {
-    throw Error(Errc::corrupt, path + ": bad record at " + hex(offset), offset);
-  }
-  const char* p = base + offset + sizeof h;
-  return RecordView{offset,
-                    total,
-                    static_cast<RecordType>(h.type),
-                    h.flags,
-                    {p, h.key_size},
-                    {p + h.key_size, h.value_size}};
-}
-
-bool record_intact(const RecordView& r) noexcept {
-  RecordHeader h;
-  std::memcpy(&h, r.key.data() - sizeof h, sizeof h);
-  return h.crc == record_crc(h, r.key, r.value);
-}
 
 RecordView DataFile::record_at(std::uint64_t offset) const {
   return read_record(map_.base(), map_.size(), offset, path_);
@@ -222,7 +199,7 @@ void DataFile::grow(std::uint64_t at_least) {
                                         std::to_string(max_size_) + " bytes");
     }
   }
-  allocate_file(fd_.get(), want, path_);
+  if (!map_.is_anonymous()) allocate_file(fd_.get(), want, path_);
   crash_point("grow.extended");
   map_.resize(want, path_);
   const std::uint64_t segment_end = kHeaderSize + segment()->get_size();
@@ -324,7 +301,7 @@ bool DataFile::find(std::string_view key, RecordView& out) const {
   if (!found) return false;
   out = record_at(table()[i].offset);
   if (out.type != RecordType::put || !record_intact(out)) {
-    throw Error(Errc::corrupt, path_ + ": record at " + hex(out.offset) + " fails its checksum; run kvtool check",
+    throw Error(Errc::corrupt, path_ + ": record at " + hex_offset(out.offset) + " fails its checksum; run kvtool check",
                 out.offset);
   }
   return true;
@@ -528,7 +505,7 @@ void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const R
       continue;
     }
     if (!salvage) {
-      problem("record at " + hex(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+      problem("record at " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
               " fails its checksum or bounds; the rest of the chunk is skipped");
       return;
     }
@@ -537,7 +514,7 @@ void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const R
     const std::uint64_t bad = pos;
     for (pos += kRecordAlign; pos < used && !intact_at(pos, r); pos += kRecordAlign) {
     }
-    problem("bytes " + hex(data + bad) + " to " + hex(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+    problem("bytes " + hex_offset(data + bad) + " to " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
             " hold no intact record; skipped");
   }
 }
@@ -597,72 +574,12 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
 
 std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
 
-// Key -> offset of its latest record (put or erase), built on the heap while
-// replaying history: open addressing over (hash, offset) pairs, keys compared
-// in the source file. Leaner than a node-based map, so that recovering 1M keys
-// takes well under a second.
-class LatestIndex {
- public:
-  LatestIndex(std::uint64_t expected, std::function<std::string_view(std::uint64_t)> key_at,
-              std::uint64_t file_size)
-      : key_at_(std::move(key_at)), visited_(file_size / kRecordAlign + 1, false) {
-    std::uint64_t n = 1024;
-    while (n < expected * 2) n *= 2;
-    slots_.assign(n, Slot{0, 0});
-  }
-  void note(std::uint64_t hash, std::string_view key, std::uint64_t offset) {
-    if ((count_ + 1) * 2 > slots_.size()) rehash();
-    const std::uint64_t i = find_slot(hash, key);
-    if (slots_[i].offset == 0) {
-      slots_[i].hash = hash;
-      ++count_;
-    }
-    slots_[i].offset = offset;
-  }
-  [[nodiscard]] std::uint64_t find(std::uint64_t hash, std::string_view key) const {
-    return slots_[find_slot(hash, key)].offset;
-  }
-  [[nodiscard]] const std::vector<Slot>& slots() const noexcept { return slots_; }
-  // Which offsets of the file held a record the replay saw (one bit per 8 bytes).
-  void mark_visited(std::uint64_t offset) {
-    if (offset / kRecordAlign >= visited_.size()) visited_.resize(offset / kRecordAlign + 1, false);
-    visited_[offset / kRecordAlign] = true;
-  }
-  [[nodiscard]] bool visited(std::uint64_t offset) const {
-    return offset % kRecordAlign == 0 && offset / kRecordAlign < visited_.size() && visited_[offset / kRecordAlign];
-  }
-
- private:
-  [[nodiscard]] std::uint64_t find_slot(std::uint64_t hash, std::string_view key) const {
-    const std::uint64_t mask = slots_.size() - 1;
-    for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
-      const Slot& s = slots_[i];
-      if (s.offset == 0 || (s.hash == hash && key_at_(s.offset) == key)) return i;
-    }
-  }
-  void rehash() {
-    std::vector<Slot> old(slots_.size() * 2, Slot{0, 0});
-    old.swap(slots_);
-    const std::uint64_t mask = slots_.size() - 1;
-    for (const Slot& s : old) {
-      if (s.offset == 0) continue;
-      std::uint64_t i = s.hash & mask;
-      while (slots_[i].offset != 0) i = (i + 1) & mask;
-      slots_[i] = s;
-    }
-  }
-  std::function<std::string_view(std::uint64_t)> key_at_;
-  std::vector<Slot> slots_;
-  std::vector<bool> visited_;
-  std::uint64_t count_ = 0;
-};
-
 // Replays history with batch semantics: records of an unfinished batch never count.
 LatestIndex DataFile::replay(const std::function<void(const std::string&)>& problem,
                              std::uint64_t* record_bytes, bool salvage) const {
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
-                     [this](std::uint64_t offset) { return record_at(offset).key; }, map_.size());
+                     [this](std::uint64_t offset) { return record_at(offset); }, map_.size());
   std::vector<RecordView> pending;
   scan(
       [&](const RecordView& r) {
@@ -672,16 +589,17 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
         // record outside it means the batch before was abandoned.
         if ((r.flags & kInBatch) == 0 || (r.flags & kBatchBegin) != 0) pending.clear();
         if ((r.flags & kInBatch) == 0) {
-          latest.note(key_hash(r.key, seed_), r.key, r.offset);
+          latest.note(key_hash(r.key, seed_), r);
           return;
         }
         pending.push_back(r);
         if ((r.flags & kBatchEnd) != 0) {
-          for (const RecordView& p : pending) latest.note(key_hash(p.key, seed_), p.key, p.offset);
+          for (const RecordView& p : pending) latest.note(key_hash(p.key, seed_), p);
           pending.clear();
         }
       },
       problem, salvage);
+  latest.finish();
   return latest;
 }
 
@@ -714,34 +632,21 @@ bool DataFile::repair_index() {
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
   if (!clean_scan || indexed_keys_unknown_to(latest) != 0) return false;  // not a dead writer's mess
   Root& r = root();
-  std::uint64_t keys = 0;
-  for (const Slot& s : latest.slots()) {
-    if (s.offset != 0 && record_at(s.offset).type == RecordType::put) ++keys;
-  }
-  if (keys * 4 > r.slot_count * 3) return false;
+  if (latest.live_keys() * 4 > r.slot_count * 3) return false;
   Slot* t = table();
   std::memset(t, 0, r.slot_count * sizeof(Slot));
   const std::uint64_t mask = r.slot_count - 1;
-  std::uint64_t key_bytes = 0;
-  std::uint64_t value_bytes = 0;
-  std::uint64_t live_bytes = 0;
-  for (const Slot& s : latest.slots()) {
-    if (s.offset == 0) continue;
-    const RecordView rec = record_at(s.offset);
-    if (rec.type != RecordType::put) continue;
-    std::uint64_t i = s.hash & mask;
+  latest.for_each_live([&](std::uint64_t hash, std::uint64_t offset) {
+    std::uint64_t i = hash & mask;
     while (t[i].offset != 0) i = (i + 1) & mask;
-    t[i] = s;
-    key_bytes += rec.key.size();
-    value_bytes += rec.value.size();
-    live_bytes += rec.size;
+    t[i] = Slot{hash, offset};
     crash_point("repair_index.inserting");
-  }
-  r.keys = keys;
-  r.key_bytes = key_bytes;
-  r.value_bytes = value_bytes;
+  });
+  r.keys = latest.live_keys();
+  r.key_bytes = latest.live_key_bytes();
+  r.value_bytes = latest.live_value_bytes();
   r.record_bytes = bytes;
-  r.dead_bytes = bytes - live_bytes;
+  r.dead_bytes = bytes - latest.live_record_bytes();
   return true;
 }
 
@@ -753,90 +658,116 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
       },
       nullptr, salvage);
   if (unknown_keys != nullptr) *unknown_keys = source.indexed_keys_unknown_to(latest);
-  // The live records, in file order: the copy below then reads the source sequentially.
-  std::vector<Slot> live;
-  std::uint64_t live_bytes = 0;
-  for (const Slot& s : latest.slots()) {
-    if (s.offset == 0) continue;
-    const RecordView r = source.record_at(s.offset);
-    if (r.type != RecordType::put) continue;
-    live.push_back(s);
-    live_bytes += r.size;
-  }
-  std::sort(live.begin(), live.end(), [](const Slot& a, const Slot& b) { return a.offset < b.offset; });
+  // The live records in file order, as a bitmap of their offsets (one bit per
+  // 8 bytes): the copy below then reads the source sequentially, with no sort.
+  std::vector<std::uint64_t> live((source.map_.size() / kRecordAlign + 63) / 64);
+  latest.for_each_live([&](std::uint64_t, std::uint64_t offset) {
+    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
+  });
+  const std::uint64_t live_keys = latest.live_keys();
+  const std::uint64_t live_bytes = latest.live_record_bytes();
   std::uint64_t slots = kInitialSlots;
-  while (live.size() * 4 > slots * 3) slots *= 2;
+  while (live_keys * 4 > slots * 3) slots *= 2;
   const std::uint64_t estimate = kHeaderSize + 64 * 1024 + slots * sizeof(Slot) +
                                  sizeof(ChunkHeader) + live_bytes;
-  DataFile d = create(path, std::max(estimate, kMinFileSize), std::max(max_size, estimate + kPageSize));
-  try {
-    // One batched fault-in instead of a page fault per 4 KiB written.
-    d.map_.prefault(0, d.map_.size());
-    // Same seed: the hashes computed while replaying index the new file as they are.
-    d.seed_ = source.seed_;
-    d.header().hash_seed = source.seed_;
-    d.header().header_crc = crc32c(0, &d.header(), kHeaderCrcBytes);
-    d.reserve_slots(live.size());
-    if (live_bytes > 0) {
-      // One chunk of exactly the live bytes: nothing is left over to shrink away.
-      void* p = d.allocate(sizeof(ChunkHeader) + live_bytes);
-      auto* c = new (p) ChunkHeader{};
-      c->magic = kChunkMagic;
-      c->capacity = live_bytes;
-      c->next = nullptr;
-      c->ordinal = 0;
-      d.root().first_chunk = c;
-      d.root().last_chunk = c;
-      d.root().chunks = 1;
-    }
-    Slot* table = d.table();
-    const std::uint64_t mask = d.root().slot_count - 1;
-    ChunkHeader* c = d.resolve(d.root().first_chunk, sizeof(ChunkHeader));
-    for (const Slot& s : live) {
-      const RecordView r = source.record_at(s.offset);
-      std::uint64_t offset = 0;
-      if (r.flags == 0) {
-        // Copied whole, checksum and all.
-        offset = static_cast<std::uint64_t>(reinterpret_cast<char*>(c) + sizeof(ChunkHeader) +  // NOLINT
-                                            c->used.load(std::memory_order_relaxed) - d.map_.base());
-        std::memcpy(d.map_.base() + offset, source.map_.base() + r.offset, r.size);
-        c->used.store(c->used.load(std::memory_order_relaxed) + r.size, std::memory_order_relaxed);
-        d.root().record_bytes += r.size;
-      } else {
-        offset = d.append(r.key, r.value, RecordType::put, 0);  // batch flags dropped: new checksum
-      }
-      std::uint64_t i = s.hash & mask;
-      while (table[i].offset != 0) i = (i + 1) & mask;
-      table[i] = Slot{s.hash, offset};
-      crash_point("rebuild.copying");
-      Root& root = d.root();
-      ++root.keys;
-      root.key_bytes += r.key.size();
-      root.value_bytes += r.value.size();
-    }
-    // Give back the free tail of the segment, then the file's.
-    d.segment()->shrink_to_fit();
-    const std::uint64_t new_size =
-        round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
-    if (new_size < d.map_.size()) {
-      // The few bytes between the segment's end and the page boundary stay
-      // outside the segment until the next grow() takes them in.
-      d.map_.resize(new_size, path);
-      if (::ftruncate(d.fd_.get(), static_cast<off_t>(new_size)) != 0) throw_errno(path, "truncate", errno);
-      d.header().file_size.store(new_size);
-    }
-    FileHeader& to = d.header();
-    const FileHeader& from = source.header();
-    to.compactions = from.compactions;
-    to.recoveries = from.recoveries;
-    to.last_compact_unix = from.last_compact_unix;
-    to.generation.store(from.generation.load() + 1);
-    d.max_size_ = max_size;
-    d.sync_all();
-  } catch (...) {
-    ::unlink(path.c_str());
-    throw;
+  // The records stream straight to the new file; the rest (header, allocator,
+  // index) is built in private memory and written after them (file_writer.hpp).
+  DataFile d = create_image(path, std::max(estimate, kMinFileSize), std::max(max_size, estimate + kPageSize));
+  // Same seed: the hashes computed while replaying index the new file as they are.
+  d.seed_ = source.seed_;
+  d.header().hash_seed = source.seed_;
+  d.header().header_crc = crc32c(0, &d.header(), kHeaderCrcBytes);
+  d.reserve_slots(live_keys);
+  std::uint64_t records_begin = 0;
+  if (live_bytes > 0) {
+    // One chunk of exactly the live bytes: nothing is left over to shrink away.
+    auto* c = new (d.allocate(sizeof(ChunkHeader) + live_bytes)) ChunkHeader{};
+    c->magic = kChunkMagic;
+    c->capacity = live_bytes;
+    c->used.store(live_bytes, std::memory_order_relaxed);
+    c->next = nullptr;
+    c->ordinal = 0;
+    d.root().first_chunk = c;
+    d.root().last_chunk = c;
+    d.root().chunks = 1;
+    records_begin = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
   }
+  FileWriter out(path, d.map_.size());
+  out.set_stream_begin(records_begin);
+  const std::uint64_t records_end = records_begin + live_bytes;
+  Slot* table = d.table();
+  const std::uint64_t mask = d.root().slot_count - 1;
+  auto copy = [&](const RecordView& r, std::uint64_t hash) {
+    const std::uint64_t offset = out.stream_position();
+    if (r.size > records_end - offset) {
+      throw Error(Errc::corrupt, source.path_ + ": live records outgrow their count");  // cannot happen
+    }
+    if (r.flags == 0) {
+      out.append(source.map_.base() + r.offset, r.size);  // copied whole, checksum and all
+    } else {
+      // A batch's flags are dropped (the batch is complete): a new checksum.
+      RecordHeader h;
+      std::memcpy(&h, source.map_.base() + r.offset, sizeof h);
+      h.flags = 0;
+      h.crc = record_crc(h, r.key, r.value);
+      static constexpr char kZeros[kRecordAlign] = {};
+      out.append(&h, sizeof h);
+      out.append(r.key.data(), r.key.size());
+      out.append(r.value.data(), r.value.size());
+      out.append(kZeros, r.size - sizeof h - r.key.size() - r.value.size());
+    }
+    std::uint64_t i = hash & mask;
+    while (table[i].offset != 0) i = (i + 1) & mask;
+    table[i] = Slot{hash, offset};
+    crash_point("rebuild.copying");
+  };
+  // Records in groups, each record's slot prefetched before the group is
+  // copied: the inserts are random, the copy sequential.
+  constexpr std::size_t kGroup = 32;
+  std::array<std::pair<RecordView, std::uint64_t>, kGroup> group;
+  std::size_t grouped = 0;
+  for (std::uint64_t w = 0; w < live.size(); ++w) {
+    for (std::uint64_t bits = live[w]; bits != 0; bits &= bits - 1) {
+      const RecordView r = source.record_at((w * 64 + std::countr_zero(bits)) * kRecordAlign);
+      const std::uint64_t hash = key_hash(r.key, d.seed_);
+      __builtin_prefetch(&table[hash & mask], 1);
+      group[grouped++] = {r, hash};
+      if (grouped == kGroup) {
+        for (const auto& [rec, h] : group) copy(rec, h);
+        grouped = 0;
+      }
+    }
+  }
+  for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second);
+  if (out.stream_position() != records_end) {
+    throw Error(Errc::corrupt, source.path_ + ": live records fall short of their count");  // cannot happen
+  }
+  Root& root = d.root();
+  root.keys = live_keys;
+  root.key_bytes = latest.live_key_bytes();
+  root.value_bytes = latest.live_value_bytes();
+  root.record_bytes = live_bytes;
+  // Give back the free tail of the segment. The few bytes between the
+  // segment's end and the page boundary stay outside the segment until the
+  // next grow() takes them in.
+  d.segment()->shrink_to_fit();
+  const std::uint64_t new_size =
+      round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
+  FileHeader& to = d.header();
+  const FileHeader& from = source.header();
+  to.file_size.store(new_size);
+  to.compactions = from.compactions;
+  to.recoveries = from.recoveries;
+  to.last_compact_unix = from.last_compact_unix;
+  to.generation.store(from.generation.load() + 1);
+  d.max_size_ = max_size;
+  // Everything but the records, which are in the file already.
+  const std::uint64_t gap_begin = live_bytes > 0 ? records_begin : new_size;
+  const std::uint64_t gap_end = live_bytes > 0 ? records_end : new_size;
+  out.write(d.map_.base(), gap_begin, 0);
+  out.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
+  d.fd_ = out.finish(new_size);
+  d.map_ = Mapping(d.fd_.get(), new_size, true, path);
   return d;
 }
 
@@ -855,10 +786,7 @@ std::vector<std::string> DataFile::check() const {
   }
   std::uint64_t bytes = 0;
   const LatestIndex latest = replay(problem, &bytes, false);
-  std::uint64_t live_keys = 0;
-  for (const Slot& s : latest.slots()) {
-    if (s.offset != 0 && record_at(s.offset).type == RecordType::put) ++live_keys;
-  }
+  const std::uint64_t live_keys = latest.live_keys();
   const Root& r = root();
   if (bytes != r.record_bytes) {
     problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +
@@ -878,7 +806,7 @@ std::vector<std::string> DataFile::check() const {
       key_bytes += rec.key.size();
       value_bytes += rec.value.size();
       if (rec.type != RecordType::put || !record_intact(rec)) {
-        problem("slot " + std::to_string(i) + ": record at " + hex(rec.offset) + " is damaged");
+        problem("slot " + std::to_string(i) + ": record at " + hex_offset(rec.offset) + " is damaged");
         continue;
       }
       if (t[i].hash != key_hash(rec.key, seed_)) {
@@ -889,8 +817,8 @@ std::vector<std::string> DataFile::check() const {
       if (probe(rec.key, t[i].hash, found) != i || !found) {
         problem("slot " + std::to_string(i) + ": key not reachable from its home slot");
       }
-      const std::uint64_t newest = latest.find(t[i].hash, rec.key);
-      if (newest == 0 || record_at(newest).type != RecordType::put) {
+      const std::uint64_t newest = latest.find_live(t[i].hash, rec.key);
+      if (newest == 0) {
         problem("slot " + std::to_string(i) + ": indexed key has no live record in the chunks");
       } else if (newest != rec.offset) {
         problem("slot " + std::to_string(i) + ": index points at an old record of its key");
@@ -939,11 +867,11 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
   for (std::size_t i = 0; i < blocks.size(); ++i) {
     held += blocks[i].end - blocks[i].begin;
     if (blocks[i].begin < kHeaderSize || blocks[i].end > map_.size()) {
-      problem(std::string(blocks[i].what) + " at " + hex(blocks[i].begin) + " lies outside the segment");
+      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].begin) + " lies outside the segment");
     }
     if (i > 0 && blocks[i].begin < blocks[i - 1].end) {
-      problem(std::string(blocks[i].what) + " at " + hex(blocks[i].begin) + " overlaps the " +
-              blocks[i - 1].what + " at " + hex(blocks[i - 1].begin));
+      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].begin) + " overlaps the " +
+              blocks[i - 1].what + " at " + hex_offset(blocks[i - 1].begin));
     }
   }
   const std::uint64_t segment_size = segment()->get_size();

@@ -13,32 +13,18 @@
 #include "format.hpp"
 #include "layout.hpp"
 #include "mapping.hpp"
+#include "record.hpp"
 
 namespace kvstore::detail {
 
 class LatestIndex;
 
-// A record as found in a chunk, its key and value viewed in the mapping.
-struct RecordView {
-  std::uint64_t offset;  // file offset of the record
-  std::uint64_t size;    // padded size
-  RecordType type;
-  std::uint8_t flags;
-  std::string_view key;
-  std::string_view value;
-};
-
-// Bounds-checks the record at `offset` of a mapping of `size` bytes at `base`
-// and views it. Throws Error(corrupt).
-[[nodiscard]] RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
-                                     const std::string& path);
-// Whether the record's checksum holds.
-[[nodiscard]] bool record_intact(const RecordView& r) noexcept;
-
 class DataFile {
  public:
   // Creates a new file at `path` (which must not exist) holding an empty store.
   static DataFile create(const std::string& path, std::uint64_t size, std::uint64_t max_size);
+  // The same, built in private memory: no file exists at `path` (rebuild() writes it).
+  static DataFile create_image(const std::string& path, std::uint64_t size, std::uint64_t max_size);
   // Opens and validates an existing file. Throws Error: not_a_store,
   // version_mismatch, corrupt, io.
   static DataFile open(const std::string& path, bool writable, std::uint64_t max_size);
@@ -143,6 +129,8 @@ class DataFile {
  private:
   class AllocatorPhase;
   DataFile() = default;
+  // Lays out an empty store (header, segment, root, first index) in map_.
+  void format(std::uint64_t size);
   [[nodiscard]] SegmentManager* segment() const noexcept {
     return reinterpret_cast<SegmentManager*>(map_.base() + kHeaderSize);  // NOLINT
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <new>
 #include <system_error>
 #include <utility>
 
@@ -41,6 +42,19 @@ constexpr std::uint64_t kDefaultReserve = std::uint64_t{64} << 30;
 void* reserve_range(void* at, std::uint64_t bytes, int extra_flags) {
   return ::mmap(at, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | extra_flags, -1, 0);
 }
+
+// Maps [at, at+bytes) of the reservation: the file from `offset`, or, for an
+// anonymous mapping (fd < 0), fresh zeroed memory in huge pages where the
+// kernel allows (a page fault costs far more than zeroing a page here).
+void* map_range(char* at, std::uint64_t bytes, int fd, std::uint64_t offset, bool writable) {
+  const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
+  if (fd >= 0) return ::mmap(at, bytes, prot, MAP_SHARED | MAP_FIXED, fd, static_cast<off_t>(offset));
+  void* p = ::mmap(at, bytes, prot, MAP_PRIVATE | MAP_ANONYMOUS | (at != nullptr ? MAP_FIXED : 0), -1, 0);
+#ifdef MADV_HUGEPAGE
+  if (p != MAP_FAILED) ::madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+  return p;
+}
 }  // namespace
 
 Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& path,
@@ -54,8 +68,7 @@ Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& p
     r = reserve_range(nullptr, want, 0);
     if (r == MAP_FAILED) throw_errno(path, "reserve address space", errno);
   }
-  const int prot = PROT_READ | (writable ? PROT_WRITE : 0);
-  void* p = ::mmap(r, size, prot, MAP_SHARED | MAP_FIXED, fd, 0);
+  void* p = map_range(static_cast<char*>(r), size, fd, 0, writable);
   if (p == MAP_FAILED) {
     const int err = errno;
     ::munmap(r, want);
@@ -64,6 +77,10 @@ Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& p
   base_ = static_cast<char*>(p);
   size_ = size;
   reserved_ = want;
+}
+
+Mapping Mapping::anonymous(std::uint64_t size, const std::string& path) {
+  return Mapping(-1, size, true, path);
 }
 
 Mapping::Mapping(Mapping&& o) noexcept
@@ -100,9 +117,7 @@ void Mapping::resize(std::uint64_t new_size, const std::string& path) {
     return;
   }
   if (new_size > size_) {
-    const int prot = PROT_READ | (writable_ ? PROT_WRITE : 0);
-    void* p = ::mmap(base_ + size_, new_size - size_, prot, MAP_SHARED | MAP_FIXED, fd_,
-                     static_cast<off_t>(size_));
+    void* p = map_range(base_ + size_, new_size - size_, fd_, size_, writable_);
     if (p == MAP_FAILED) throw_errno(path, "mmap", errno);
   } else if (new_size < size_) {
     if (reserve_range(base_ + new_size, size_ - new_size, MAP_FIXED) == MAP_FAILED) {
@@ -113,6 +128,7 @@ void Mapping::resize(std::uint64_t new_size, const std::string& path) {
 }
 
 void Mapping::sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const {
+  if (is_anonymous()) return;  // no file behind it yet
 
   const std::uint64_t begin = offset & ~(kPage - 1);
   std::uint64_t end = offset + length;
@@ -131,6 +147,28 @@ void Mapping::prefault(std::uint64_t offset, std::uint64_t length) const noexcep
   (void)offset;
   (void)length;
 #endif
+}
+
+AnonymousMemory::AnonymousMemory(std::uint64_t bytes) : size_(bytes) {
+  void* p = map_range(nullptr, bytes, -1, 0, true);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  data_ = static_cast<char*>(p);
+}
+
+AnonymousMemory::AnonymousMemory(AnonymousMemory&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+AnonymousMemory& AnonymousMemory::operator=(AnonymousMemory&& o) noexcept {
+  if (this != &o) {
+    if (data_ != nullptr) ::munmap(data_, size_);
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+AnonymousMemory::~AnonymousMemory() {
+  if (data_ != nullptr) ::munmap(data_, size_);
 }
 
 void allocate_file(int fd, std::uint64_t size, const std::string& path) {

@@ -33,7 +33,8 @@ class Fd {
 // Throws Error(io or no_space) describing errno for `what` on `path`.
 [[noreturn]] void throw_errno(const std::string& path, const std::string& what, int err);
 
-// A MAP_SHARED mapping of the first `size` bytes of a file, inside a larger
+// A MAP_SHARED mapping of the first `size` bytes of a file (or anonymous
+// memory standing in for one, see anonymous()), inside a larger
 // reservation of address space so that growing maps the new tail in place:
 // the base never moves, pages already faulted stay mapped, and nothing that
 // tracks addresses (other threads, ThreadSanitizer) sees memory change hands.
@@ -43,6 +44,10 @@ class Mapping {
   // Reserves at least `reserve` bytes of address space.
   Mapping(int fd, std::uint64_t size, bool writable, const std::string& path,
           std::uint64_t reserve = 0);
+  // Private zero-filled memory laid out like a mapping of a file: a new file's
+  // image is built here and written with pwrite, which costs a fraction of
+  // dirtying a shared file mapping page by page.
+  static Mapping anonymous(std::uint64_t size, const std::string& path);
   Mapping(Mapping&& o) noexcept;
   Mapping& operator=(Mapping&& o) noexcept;
   Mapping(const Mapping&) = delete;
@@ -59,6 +64,7 @@ class Mapping {
   void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
   // Asks the kernel to fault the range in now (MADV_POPULATE_WRITE), best effort.
   void prefault(std::uint64_t offset, std::uint64_t length) const noexcept;
+  [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
 
  private:
   char* base_ = nullptr;
@@ -67,6 +73,25 @@ class Mapping {
   int fd_ = -1;
   bool writable_ = false;
   std::vector<Mapping> outgrown_;
+};
+
+// Zeroed private memory for a large temporary table, in huge pages where the
+// kernel allows: random accesses into tens of MiB of 4 KiB pages each cost a
+// TLB miss, which under virtualisation is dearer than the cache miss.
+class AnonymousMemory {
+ public:
+  AnonymousMemory() = default;
+  explicit AnonymousMemory(std::uint64_t bytes);
+  AnonymousMemory(AnonymousMemory&& o) noexcept;
+  AnonymousMemory& operator=(AnonymousMemory&& o) noexcept;
+  AnonymousMemory(const AnonymousMemory&) = delete;
+  AnonymousMemory& operator=(const AnonymousMemory&) = delete;
+  ~AnonymousMemory();
+  [[nodiscard]] char* data() const noexcept { return data_; }
+
+ private:
+  char* data_ = nullptr;
+  std::uint64_t size_ = 0;
 };
 
 // Extends the file to `size` bytes with real blocks (fallocate), so that a

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <kvstore/store.hpp>
 #include <string>
 #include <thread>
@@ -80,4 +81,56 @@ TEST(Threads, TwoStoresOfOneFileInOneProcess) {
   EXPECT_EQ(errors.load(), 0);
   expect_final(a);
   expect_final(b);
+}
+
+// Readers keep reading acknowledged keys while writers grow the file from
+// 64 KiB and a second handle of the same file compacts it again and again:
+// every read must see its key, through remaps and file replacements alike.
+TEST(Threads, ReadersDuringGrowsAndCompactions) {
+  kvstore::test::TempDir d;
+  kvstore::Store a = kvstore::Store::open(d.file("t.kv"), tiny());
+  kvstore::Store b = kvstore::Store::open(d.file("t.kv"), tiny());
+  constexpr int kWriters = 2;
+  std::atomic<int> acknowledged[kWriters] = {};
+  std::atomic<int> writers_done{0};
+  std::atomic<int> errors{0};
+  std::atomic<long> reads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kWriters; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kKeys; ++i) {
+        a.put(key_of(t, i), value_of(t, i));
+        acknowledged[t].store(i + 1, std::memory_order_release);
+      }
+      ++writers_done;
+    });
+  }
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      for (unsigned n = 0; writers_done.load() < kWriters; ++n) {
+        const int t = static_cast<int>(n % kWriters);
+        const int upto = acknowledged[t].load(std::memory_order_acquire);
+        if (upto == 0) continue;
+        const int i = static_cast<int>((n * 7919 + static_cast<unsigned>(r)) % static_cast<unsigned>(upto));
+        if (a.get(key_of(t, i)) != value_of(t, i)) ++errors;
+        ++reads;
+      }
+    });
+  }
+  int compactions = 0;
+  threads.emplace_back([&] {
+    while (writers_done.load() < kWriters) {
+      b.compact();
+      ++compactions;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_GT(compactions, 0);
+  for (int t = 0; t < kWriters; ++t) {
+    for (int i = 0; i < kKeys; ++i) EXPECT_EQ(b.get(key_of(t, i)), value_of(t, i));
+  }
+  EXPECT_TRUE(a.check().empty());
 }

@@ -1,0 +1,76 @@
+#include "file_writer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace kvstore::detail {
+namespace {
+// Large enough that a pwrite costs little per byte, small enough to stay in cache.
+constexpr std::uint64_t kStreamBuffer = std::uint64_t{2} << 20;
+}  // namespace
+
+FileWriter::FileWriter(std::string path, std::uint64_t size) : path_(std::move(path)) {
+  fd_ = Fd(::open(path_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0666));
+  if (!fd_) throw_errno(path_, "create", errno);
+  try {
+    allocate_file(fd_.get(), size, path_);  // a full disk fails here, not half way
+  } catch (...) {
+    ::unlink(path_.c_str());
+    throw;
+  }
+  buffer_.reserve(kStreamBuffer);
+}
+
+FileWriter::~FileWriter() {
+  if (!finished_) ::unlink(path_.c_str());
+}
+
+void FileWriter::append(const void* data, std::uint64_t bytes) {
+  const auto* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const std::uint64_t n = std::min(bytes, kStreamBuffer - buffer_.size());
+    buffer_.insert(buffer_.end(), p, p + n);
+    p += n;
+    bytes -= n;
+    if (buffer_.size() == kStreamBuffer) flush();
+  }
+}
+
+void FileWriter::flush() {
+  if (buffer_.empty()) return;
+  write(buffer_.data(), buffer_.size(), stream_at_);
+  stream_at_ += buffer_.size();
+  buffer_.clear();
+  // Let the disk work while we produce the rest; finish() waits for it.
+  if (stream_at_ - started_ >= 8 * kStreamBuffer) {
+    ::sync_file_range(fd_.get(), static_cast<off_t>(started_), static_cast<off_t>(stream_at_ - started_),
+                      SYNC_FILE_RANGE_WRITE);
+    started_ = stream_at_;
+  }
+}
+
+void FileWriter::write(const char* data, std::uint64_t bytes, std::uint64_t offset) {
+  while (bytes > 0) {
+    const ssize_t n = ::pwrite(fd_.get(), data, std::min<std::uint64_t>(bytes, std::uint64_t{1} << 30),
+                               static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw_errno(path_, "write", n < 0 ? errno : EIO);
+    data += n;
+    bytes -= static_cast<std::uint64_t>(n);
+    offset += static_cast<std::uint64_t>(n);
+  }
+}
+
+Fd FileWriter::finish(std::uint64_t size) {
+  flush();
+  if (::ftruncate(fd_.get(), static_cast<off_t>(size)) != 0) throw_errno(path_, "truncate", errno);
+  if (::fdatasync(fd_.get()) != 0) throw_errno(path_, "fdatasync", errno);
+  finished_ = true;
+  return std::move(fd_);
+}
+
+}  // namespace kvstore::detail
