@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -18,7 +21,7 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kLockMagic = 0x4b434f4c53564bULL;  // "KVSLOCK"
-constexpr std::uint32_t kLockVersion = 1;
+constexpr std::uint32_t kLockVersion = 2;
 // OFD lock bytes (FORMAT.md "Lock file"): they need not lie inside the file.
 constexpr off_t kAttachMutexByte = 0;  // exclusive while attaching or detaching
 constexpr off_t kAttachedByte = 1;     // shared by every attached handle
@@ -56,6 +59,24 @@ timespec realtime_deadline(std::chrono::milliseconds timeout) {
   }
   return ts;
 }
+
+// A queue whose head has not moved for this long, with the mutex free, is jumped.
+constexpr auto kQueueStall = std::chrono::milliseconds(20);
+// A queue head kept from the mutex this long closes the fast path (Go's sync.Mutex
+// uses 1 ms; on two cores shared by ten processes that is a scheduling delay, not starvation).
+constexpr auto kStarving = std::chrono::milliseconds(10);
+
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::microseconds at_most) noexcept {
+  timespec ts{0, static_cast<long>(at_most.count() * 1000)};
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);  // NOLINT
+}
+
+void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);  // NOLINT
+}
+
+// Ticket order with wrap-around: is `a` at or before `b`?
+bool not_after(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<std::int32_t>(a - b) <= 0; }
 
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
@@ -146,18 +167,99 @@ bool LockFile::begin_detach() noexcept {
 }
 
 LockFile::WriteResult LockFile::lock_mutex() {
-  const timespec ts = realtime_deadline(timeout_);
-  const int rc = pthread_mutex_timedlock(&shared_->writer, &ts);
-  if (rc == 0) return WriteResult::ok;
-  if (rc == EOWNERDEAD) {
-    pthread_mutex_consistent(&shared_->writer);
-    return WriteResult::owner_died;
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout_;
+  auto lock_until = [&](std::chrono::steady_clock::time_point until) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+    const timespec ts = realtime_deadline(std::max(left, std::chrono::milliseconds(0)));
+    return pthread_mutex_timedlock(&shared_->writer, &ts);
+  };
+  // Fast path, while nobody starves: take the mutex if it is free, ahead of
+  // any queue. Letting a running thread take it again is what keeps a
+  // stream of writes from paying a context switch per write.
+  if (shared_->starving.load(std::memory_order_acquire) == 0) {
+    const int rc = pthread_mutex_trylock(&shared_->writer);
+    if (rc == 0) return WriteResult::ok;
+    if (rc == EOWNERDEAD) {
+      pthread_mutex_consistent(&shared_->writer);
+      return WriteResult::owner_died;
+    }
   }
-  if (rc == ETIMEDOUT) {
-    throw Error(Errc::busy, path_ + ": write lock not granted within " +
-                                std::to_string(timeout_.count()) + " ms");
+  const std::uint32_t ticket = shared_->next_ticket.fetch_add(1, std::memory_order_acq_rel);
+  WriteResult r = WriteResult::ok;
+  if (!wait_for_turn(ticket, deadline, r)) {
+    // Head of the queue. Should the fast path keep beating us to the mutex
+    // for longer than kStarving, close it until the queue is served in order.
+    int rc = lock_until(std::min(deadline, std::chrono::steady_clock::now() + kStarving));
+    if (rc == ETIMEDOUT && std::chrono::steady_clock::now() < deadline) {
+      shared_->starving.store(1, std::memory_order_release);
+      rc = lock_until(deadline);
+    }
+    if (rc == EOWNERDEAD) {
+      pthread_mutex_consistent(&shared_->writer);
+      r = WriteResult::owner_died;
+    } else if (rc == ETIMEDOUT) {
+      serve_from(ticket + 1);  // let the queue go on without us
+      throw Error(Errc::busy, path_ + ": write lock not granted within " + std::to_string(timeout_.count()) + " ms");
+    } else if (rc != 0) {
+      serve_from(ticket + 1);
+      throw_errno(path_, "lock", rc);
+    }
   }
-  throw_errno(path_, "lock", rc);
+  // Back to the fast path once the queue moves quickly again or is empty.
+  if (std::chrono::steady_clock::now() - start < kStarving ||
+      shared_->next_ticket.load(std::memory_order_acquire) == ticket + 1) {
+    shared_->starving.store(0, std::memory_order_release);
+  }
+  serve_from(ticket + 1);
+  return r;
+}
+
+bool LockFile::wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::time_point deadline,
+                             WriteResult& r) {
+  std::uint32_t seen = shared_->serving.load(std::memory_order_acquire);
+  auto moved = std::chrono::steady_clock::now();
+  for (std::uint32_t spins = 0; !not_after(ticket, seen); ++spins) {
+    if (spins < 128) {
+      cpu_relax();
+    } else {
+      futex_wait(shared_->serving, seen, std::chrono::microseconds(2000));
+      const auto now = std::chrono::steady_clock::now();
+      if (now - moved >= kQueueStall) {
+        // The queue has not moved. If the mutex is held, a long operation
+        // (a compaction) is under way: keep waiting. If it is free, the
+        // ticket whose turn it is belongs to a waiter that died: jump it.
+        const int rc = pthread_mutex_trylock(&shared_->writer);
+        if (rc == 0 || rc == EOWNERDEAD) {
+          if (rc == EOWNERDEAD) {
+            pthread_mutex_consistent(&shared_->writer);
+            r = WriteResult::owner_died;
+          }
+          return true;
+        }
+        moved = now;
+      }
+      if (now >= deadline) {
+        // Our ticket stays in the queue; those behind it jump it after kQueueStall.
+        throw Error(Errc::busy, path_ + ": write lock not granted within " + std::to_string(timeout_.count()) + " ms");
+      }
+    }
+    const std::uint32_t now_serving = shared_->serving.load(std::memory_order_acquire);
+    if (now_serving != seen) {
+      seen = now_serving;
+      moved = std::chrono::steady_clock::now();
+    }
+  }
+  return false;
+}
+
+void LockFile::serve_from(std::uint32_t ticket) noexcept {
+  // Only forward: a locker that jumped the queue may hold a later ticket.
+  std::uint32_t cur = shared_->serving.load(std::memory_order_acquire);
+  while (!not_after(ticket, cur) &&
+         !shared_->serving.compare_exchange_weak(cur, ticket, std::memory_order_acq_rel)) {
+  }
+  if (shared_->next_ticket.load(std::memory_order_acquire) != ticket) futex_wake_all(shared_->serving);
 }
 
 void LockFile::exclude_readers() {
@@ -181,9 +283,13 @@ void LockFile::unlock_write() noexcept {
   pthread_mutex_unlock(&shared_->writer);
 }
 
-LockFile::WriteResult LockFile::wait_for_writer() {
+LockFile::WriteResult LockFile::wait_and_enter_read() {
   const WriteResult r = lock_mutex();
   if (r == WriteResult::ok) {
+    // Enter while holding the mutex (no writer can be active now): the writer
+    // queued next must then wait for this read, so a reader blocked by
+    // writers gets its turn in ticket order and is never starved by them.
+    slot_->readers.fetch_add(1, std::memory_order_seq_cst);
     pthread_mutex_unlock(&shared_->writer);
     return r;
   }

@@ -56,21 +56,19 @@ class Store::Impl::ReadSection {
 void Store::Impl::enter_read() const {
   int refreshes = 0;
   for (;;) {
-    if (lock_->try_enter_read()) {
-      if (!needs_refresh()) return;
-      // The file grew or was replaced: remap, which needs everyone else out.
-      lock_->exit_read();
-      if (++refreshes > 100) {
-        // Each refresh maps what the header publishes; if that never settles,
-        // the header is lying.
-        throw Error(Errc::corrupt, path_ + ": the published file size or state never settles");
-      }
-      WriteSection refresh(*this);
+    if (!lock_->try_enter_read() && lock_->wait_and_enter_read() == LockFile::WriteResult::owner_died) {
+      WriteSection recover(*this, true);
       continue;
     }
-    if (lock_->wait_for_writer() == LockFile::WriteResult::owner_died) {
-      WriteSection recover(*this, true);
+    if (!needs_refresh()) return;
+    // The file grew or was replaced: remap, which needs everyone else out.
+    lock_->exit_read();
+    if (++refreshes > 100) {
+      // Each refresh maps what the header publishes; if that never settles,
+      // the header is lying.
+      throw Error(Errc::corrupt, path_ + ": the published file size or state never settles");
     }
+    WriteSection refresh(*this);
   }
 }
 
