@@ -154,9 +154,10 @@ RecordView DataFile::record_at(std::uint64_t offset) const {
 
 std::uint64_t DataFile::append(std::string_view key, std::string_view value, RecordType type,
                                std::uint8_t flags) {
-  ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader));
+  ChunkHeader* c = last_chunk();
   const std::uint64_t size = record_size(key.size(), value.size());
   const std::uint64_t used = c->used.load(std::memory_order_relaxed);
+  if (size > c->capacity - used) throw Error(Errc::corrupt, path_ + ": no room in the last chunk");  // reserved before
   char* data = reinterpret_cast<char*>(c) + sizeof(ChunkHeader);  // NOLINT
   char* p = data + used;
   RecordHeader h{};
@@ -241,8 +242,8 @@ void* DataFile::allocate(std::uint64_t bytes) {
 
 void DataFile::reserve_records(std::uint64_t bytes) {
   Root& r = root();
-  if (ChunkHeader* last = resolve(r.last_chunk, sizeof(ChunkHeader))) {
-    if (last->capacity - last->used.load(std::memory_order_relaxed) >= bytes) return;
+  if (r.last_chunk != nullptr && last_chunk()->capacity - last_chunk()->used.load(std::memory_order_relaxed) >= bytes) {
+    return;
   }
   std::uint64_t capacity = std::clamp<std::uint64_t>(r.record_bytes / 8, kMinChunk, kMaxChunk);
   capacity = std::max(capacity, round_up(bytes, kRecordAlign));
@@ -539,6 +540,16 @@ bool DataFile::damage_is_torn_tail() const {
     if (damaged && (n + 1 != chunks.size() || intact_after_damage)) return false;
   }
   return true;
+}
+
+ChunkHeader* DataFile::last_chunk() const {
+  // Appends write where this header says: a damaged length or capacity must
+  // stop them before they write outside the chunk (found by the file fuzzer).
+  ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader));
+  if (c == nullptr || !chunk_plausible(*c) || c->used.load(std::memory_order_relaxed) % kRecordAlign != 0) {
+    throw Error(Errc::corrupt, path_ + ": the last chunk is damaged; run kvtool check");
+  }
+  return c;
 }
 
 bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {

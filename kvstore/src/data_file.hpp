@@ -158,6 +158,8 @@ class DataFile {
   void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
                   const std::function<void(const std::string&)>& problem, bool salvage) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
+  // The chunk appends go to, checked. Throws Error(corrupt).
+  [[nodiscard]] ChunkHeader* last_chunk() const;
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
   // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
   void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
