@@ -157,7 +157,6 @@ std::uint64_t DataFile::append(std::string_view key, std::string_view value, Rec
   ChunkHeader* c = last_chunk();
   const std::uint64_t size = record_size(key.size(), value.size());
   const std::uint64_t used = c->used.load(std::memory_order_relaxed);
-  if (size > c->capacity - used) throw Error(Errc::corrupt, path_ + ": no room in the last chunk");  // reserved before
   char* data = reinterpret_cast<char*>(c) + sizeof(ChunkHeader);  // NOLINT
   char* p = data + used;
   RecordHeader h{};
@@ -242,8 +241,9 @@ void* DataFile::allocate(std::uint64_t bytes) {
 
 void DataFile::reserve_records(std::uint64_t bytes) {
   Root& r = root();
-  if (r.last_chunk != nullptr && last_chunk()->capacity - last_chunk()->used.load(std::memory_order_relaxed) >= bytes) {
-    return;
+  if (r.last_chunk != nullptr) {
+    const ChunkHeader* last = last_chunk();
+    if (last->capacity - last->used.load(std::memory_order_relaxed) >= bytes) return;
   }
   std::uint64_t capacity = std::clamp<std::uint64_t>(r.record_bytes / 8, kMinChunk, kMaxChunk);
   capacity = std::max(capacity, round_up(bytes, kRecordAlign));

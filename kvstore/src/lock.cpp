@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -73,6 +72,17 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::c
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);  // NOLINT
+}
+
+// Whether a lock call's result `rc` means we hold the mutex now; a dead
+// previous owner (EOWNERDEAD) is reported through `r` after making it usable.
+bool took_mutex(pthread_mutex_t& m, int rc, LockFile::WriteResult& r) noexcept {
+  if (rc == EOWNERDEAD) {
+    pthread_mutex_consistent(&m);
+    r = LockFile::WriteResult::owner_died;
+    return true;
+  }
+  return rc == 0;
 }
 
 // Ticket order with wrap-around: is `a` at or before `b`?
@@ -177,16 +187,12 @@ LockFile::WriteResult LockFile::lock_mutex() {
   // Fast path, while nobody starves: take the mutex if it is free, ahead of
   // any queue. Letting a running thread take it again is what keeps a
   // stream of writes from paying a context switch per write.
-  if (shared_->starving.load(std::memory_order_acquire) == 0) {
-    const int rc = pthread_mutex_trylock(&shared_->writer);
-    if (rc == 0) return WriteResult::ok;
-    if (rc == EOWNERDEAD) {
-      pthread_mutex_consistent(&shared_->writer);
-      return WriteResult::owner_died;
-    }
+  WriteResult r = WriteResult::ok;
+  if (shared_->starving.load(std::memory_order_acquire) == 0 &&
+      took_mutex(shared_->writer, pthread_mutex_trylock(&shared_->writer), r)) {
+    return r;
   }
   const std::uint32_t ticket = shared_->next_ticket.fetch_add(1, std::memory_order_acq_rel);
-  WriteResult r = WriteResult::ok;
   if (!wait_for_turn(ticket, deadline, r)) {
     // Head of the queue. Should the fast path keep beating us to the mutex
     // for longer than kStarving, close it until the queue is served in order.
@@ -195,14 +201,9 @@ LockFile::WriteResult LockFile::lock_mutex() {
       shared_->starving.store(1, std::memory_order_release);
       rc = lock_until(deadline);
     }
-    if (rc == EOWNERDEAD) {
-      pthread_mutex_consistent(&shared_->writer);
-      r = WriteResult::owner_died;
-    } else if (rc == ETIMEDOUT) {
+    if (!took_mutex(shared_->writer, rc, r)) {
       serve_from(ticket + 1);  // let the queue go on without us
-      throw Error(Errc::busy, path_ + ": write lock not granted within " + std::to_string(timeout_.count()) + " ms");
-    } else if (rc != 0) {
-      serve_from(ticket + 1);
+      if (rc == ETIMEDOUT) throw_busy();
       throw_errno(path_, "lock", rc);
     }
   }
@@ -229,19 +230,11 @@ bool LockFile::wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::ti
         // The queue has not moved. If the mutex is held, a long operation
         // (a compaction) is under way: keep waiting. If it is free, the
         // ticket whose turn it is belongs to a waiter that died: jump it.
-        const int rc = pthread_mutex_trylock(&shared_->writer);
-        if (rc == 0 || rc == EOWNERDEAD) {
-          if (rc == EOWNERDEAD) {
-            pthread_mutex_consistent(&shared_->writer);
-            r = WriteResult::owner_died;
-          }
-          return true;
-        }
+        if (took_mutex(shared_->writer, pthread_mutex_trylock(&shared_->writer), r)) return true;
         moved = now;
       }
       if (now >= deadline) {
-        // Our ticket stays in the queue; those behind it jump it after kQueueStall.
-        throw Error(Errc::busy, path_ + ": write lock not granted within " + std::to_string(timeout_.count()) + " ms");
+        throw_busy();  // our ticket stays in the queue; those behind it jump it after kQueueStall
       }
     }
     const std::uint32_t now_serving = shared_->serving.load(std::memory_order_acquire);
@@ -251,6 +244,10 @@ bool LockFile::wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::ti
     }
   }
   return false;
+}
+
+void LockFile::throw_busy() const {
+  throw Error(Errc::busy, path_ + ": write lock not granted within " + std::to_string(timeout_.count()) + " ms");
 }
 
 void LockFile::serve_from(std::uint32_t ticket) noexcept {

@@ -114,6 +114,7 @@ class LockFile {
   // mutex itself, jumping a stalled queue (result in `r`).
   bool wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::time_point deadline, WriteResult& r);
   void serve_from(std::uint32_t ticket) noexcept;
+  [[noreturn]] void throw_busy() const;
   // With the mutex held: announce the writer and wait until no reader is inside.
   void exclude_readers();
   void wait_for_readers();

@@ -137,18 +137,6 @@ void Mapping::sync(std::uint64_t offset, std::uint64_t length, const std::string
   if (::msync(base_ + begin, end - begin, MS_SYNC) != 0) throw_errno(path, "msync", errno);
 }
 
-void Mapping::prefault(std::uint64_t offset, std::uint64_t length) const noexcept {
-#ifdef MADV_POPULATE_WRITE
-
-  const std::uint64_t begin = offset & ~(kPage - 1);
-  const std::uint64_t end = offset + length > size_ ? size_ : offset + length;
-  if (end > begin) ::madvise(base_ + begin, end - begin, MADV_POPULATE_WRITE);
-#else
-  (void)offset;
-  (void)length;
-#endif
-}
-
 AnonymousMemory::AnonymousMemory(std::uint64_t bytes) : size_(bytes) {
   void* p = map_range(nullptr, bytes, -1, 0, true);
   if (p == MAP_FAILED) throw std::bad_alloc();

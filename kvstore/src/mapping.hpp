@@ -62,8 +62,6 @@ class Mapping {
   void resize(std::uint64_t new_size, const std::string& path);
   // msync(MS_SYNC) of [offset, offset+length), rounded out to pages.
   void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
-  // Asks the kernel to fault the range in now (MADV_POPULATE_WRITE), best effort.
-  void prefault(std::uint64_t offset, std::uint64_t length) const noexcept;
   [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
 
  private:
