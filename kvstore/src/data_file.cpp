@@ -770,6 +770,7 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   to.compactions = from.compactions;
   to.recoveries = from.recoveries;
   to.last_compact_unix = from.last_compact_unix;
+  to.change_count = from.change_count;
   to.generation.store(from.generation.load() + 1);
   d.max_size_ = max_size;
   // Everything but the records, which are in the file already.

@@ -59,6 +59,10 @@ struct FileHeader {
   // this boot lost nothing (the page cache holds every completed write); from
   // an earlier boot it may have lost unsynced pages and must be rebuilt.
   unsigned char boot_id[16];
+  // Committed changes over the store's life (Store::change_count). Zero in
+  // files made before it existed. The lock file serves the live value; this
+  // copy carries it across the times when nobody has the store open.
+  std::uint64_t change_count;
 };
 static_assert(sizeof(FileHeader) <= kHeaderSize);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
