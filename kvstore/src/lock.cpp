@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -20,7 +21,7 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kLockMagic = 0x4b434f4c53564bULL;  // "KVSLOCK"
-constexpr std::uint32_t kLockVersion = 2;
+constexpr std::uint32_t kLockVersion = 3;  // 3: change_count, change_seq, change_waiters
 // OFD lock bytes (FORMAT.md "Lock file"): they need not lie inside the file.
 constexpr off_t kAttachMutexByte = 0;  // exclusive while attaching or detaching
 constexpr off_t kAttachedByte = 1;     // shared by every attached handle
@@ -67,6 +68,14 @@ constexpr auto kStarving = std::chrono::milliseconds(10);
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::microseconds at_most) noexcept {
   timespec ts{0, static_cast<long>(at_most.count() * 1000)};
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);  // NOLINT
+}
+
+// The same, for any wait: a relative timeout of whole seconds and nanoseconds.
+void futex_wait_for(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                    std::chrono::nanoseconds at_most) noexcept {
+  const auto ns = std::max<std::int64_t>(at_most.count(), 0);
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &ts, nullptr, 0);  // NOLINT
 }
 
@@ -119,6 +128,11 @@ LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeo
       throw Error(Errc::version_mismatch,
                   lock_path + ": lock file in use by an incompatible kvstore build");
     }
+  }
+  {
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw_errno(lock_path, "stat lock file", errno);
+    identity_ = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
   }
   map_ = Mapping(fd, sizeof(LockShared), true, lock_path);
   shared_ = reinterpret_cast<LockShared*>(map_.base());  // NOLINT: the lock file's one object
@@ -327,6 +341,40 @@ void LockFile::wait_for_readers() {
         std::this_thread::sleep_for(std::chrono::microseconds(50));
       }
     }
+  }
+}
+
+void LockFile::set_change_count(std::uint64_t count) noexcept {
+  shared_->change_count.store(count, std::memory_order_release);
+  shared_->change_seq.store(static_cast<std::uint32_t>(count), std::memory_order_release);
+}
+
+std::uint64_t LockFile::publish_change() noexcept {
+  // seq_cst throughout: a waiter announces itself (change_waiters) and then
+  // reads the count; we write the count and then read change_waiters. In the
+  // single order of these four operations one of us sees the other's write,
+  // so either the waiter sees the new count or we see the waiter and wake it.
+  const std::uint64_t n = shared_->change_count.load(std::memory_order_relaxed) + 1;
+  shared_->change_count.store(n, std::memory_order_seq_cst);
+  shared_->change_seq.fetch_add(1, std::memory_order_seq_cst);
+  if (shared_->change_waiters.load(std::memory_order_seq_cst) != 0) futex_wake_all(shared_->change_seq);
+  return n;
+}
+
+std::uint64_t LockFile::wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    shared_->change_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const std::uint32_t seq = shared_->change_seq.load(std::memory_order_seq_cst);
+    const std::uint64_t now_count = shared_->change_count.load(std::memory_order_seq_cst);
+    const auto left = deadline - std::chrono::steady_clock::now();
+    if (now_count == seen && left > std::chrono::nanoseconds::zero()) {
+      // Returns at once if a change bumped change_seq after we read it.
+      futex_wait_for(shared_->change_seq, seq, left);
+    }
+    shared_->change_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    const std::uint64_t count = shared_->change_count.load(std::memory_order_acquire);
+    if (count != seen || std::chrono::steady_clock::now() >= deadline) return count;
   }
 }
 

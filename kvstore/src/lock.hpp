@@ -33,6 +33,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "mapping.hpp"
 
@@ -58,6 +59,14 @@ struct LockShared {
   // a handle whose file generation differs reopens the path.
   std::atomic<std::uint64_t> file_epoch;
   alignas(64) std::atomic<std::uint32_t> slot_high;  // slots in use lie below this
+  // Store::change_count and wait_for_change. The count is written only under
+  // the writer mutex; `change_seq` (its low bits) is the futex word waiters
+  // sleep on, and `change_waiters` spares the committer a wake-up syscall when
+  // nobody sleeps. A waiter killed while asleep leaves the count one too high:
+  // that costs the committers a wasted FUTEX_WAKE, never a missed one.
+  alignas(64) std::atomic<std::uint64_t> change_count;
+  std::atomic<std::uint32_t> change_seq;
+  std::atomic<std::uint32_t> change_waiters;
   ReaderSlot slots[kReaderSlots];
 };
 
@@ -105,6 +114,21 @@ class LockFile {
     return shared_->file_epoch.load(std::memory_order_acquire);
   }
   void bump_file_epoch() noexcept { shared_->file_epoch.fetch_add(1, std::memory_order_acq_rel); }
+  // --- change notification (Store::change_count, Store::wait_for_change)
+  [[nodiscard]] std::uint64_t change_count() const noexcept {
+    return shared_->change_count.load(std::memory_order_acquire);
+  }
+  // The first handle to attach carries the count over from the data file.
+  void set_change_count(std::uint64_t count) noexcept;
+  // With the write lock held: counts one committed change, wakes every waiter
+  // in every process, and returns the new count.
+  std::uint64_t publish_change() noexcept;
+  // Sleeps (a futex on the shared mapping, no polling) until the count differs
+  // from `seen` or `timeout` passes; returns the count then.
+  [[nodiscard]] std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const noexcept;
+  // Which lock file this is (device, inode): two handles of one store share it.
+  [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> identity() const noexcept { return identity_; }
+
   // Handles attached right now, over all processes (counted from OFD locks).
   [[nodiscard]] std::uint32_t attached() const noexcept;
 
@@ -129,6 +153,7 @@ class LockFile {
   std::uint32_t slot_index_ = 0;
   bool first_ = false;
   bool attach_held_ = false;
+  std::pair<std::uint64_t, std::uint64_t> identity_{};
 };
 
 }  // namespace kvstore::detail

@@ -39,9 +39,7 @@ void Store::put(std::string_view key, std::string_view value) {
 }
 
 std::optional<std::string> Store::get(std::string_view key) const {
-  std::optional<std::string> out;
-  boundary(impl_->path().string(), [&] { impl_->visit(key, [&](std::string_view v) { out.emplace(v); }); });
-  return out;
+  return boundary(impl_->path().string(), [&] { return impl_->get(key); });
 }
 
 bool Store::visit(std::string_view key, const std::function<void(std::string_view)>& fn) const {
@@ -66,6 +64,43 @@ void Store::for_each(const std::function<bool(std::string_view, std::string_view
 
 void Store::apply(const std::vector<BatchOp>& ops) {
   boundary(impl_->path().string(), [&] { impl_->apply(ops); });
+}
+
+void Store::transact(const std::function<void(Transaction&)>& fn) {
+  boundary(impl_->path().string(), [&] {
+    impl_->transact([&](detail::TransactionState& state) {
+      Transaction t(state);
+      fn(t);
+    });
+  });
+}
+
+void Store::view(const std::function<void(const View&)>& fn) const {
+  boundary(impl_->path().string(), [&] {
+    impl_->view([&](const detail::DataFile& file) {
+      const View v(file);
+      fn(v);
+    });
+  });
+}
+
+std::int64_t Store::increment(std::string_view key, std::int64_t delta) {
+  return boundary(impl_->path().string(), [&] { return impl_->increment(key, delta); });
+}
+
+bool Store::compare_exchange(std::string_view key, std::optional<std::string_view> expected,
+                             std::optional<std::string_view> desired) {
+  return boundary(impl_->path().string(), [&] { return impl_->compare_exchange(key, expected, desired); });
+}
+
+bool Store::insert(std::string_view key, std::string_view value) {
+  return boundary(impl_->path().string(), [&] { return impl_->insert(key, value); });
+}
+
+std::uint64_t Store::change_count() const noexcept { return impl_->change_count(); }
+
+std::uint64_t Store::wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const {
+  return boundary(impl_->path().string(), [&] { return impl_->wait_for_change(seen, timeout); });
 }
 
 void Store::compact() {

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <charconv>
+#include <iterator>
 #include <cstring>
 #include <ctime>
 
@@ -21,10 +23,51 @@ using detail::LockFile;
 
 // --------------------------------------------------------------- sections
 
+namespace {
+
+// The lock files (by identity) whose lock this thread holds while a user
+// callback runs. Nesting past kMaxDepth different stores is allowed but no
+// longer checked.
+struct InsideCallbacks {
+  static constexpr unsigned kMaxDepth = 8;
+  std::pair<std::uint64_t, std::uint64_t> ids[kMaxDepth];
+  unsigned depth = 0;
+};
+thread_local InsideCallbacks t_inside;
+
+void refuse_reentry(const LockFile& lock, const std::string& path) {
+  if (t_inside.depth == 0) [[likely]] return;
+  const auto id = lock.identity();
+  for (unsigned i = 0; i < std::min(t_inside.depth, InsideCallbacks::kMaxDepth); ++i) {
+    if (t_inside.ids[i] == id) {
+      throw Error(Errc::invalid_argument,
+                  path + ": called from inside a transact, view or visit callback on this store's file "
+                         "(the call would wait for the lock its own thread holds)");
+    }
+  }
+}
+
+}  // namespace
+
+void Store::Impl::refuse_reentry() const { kvstore::refuse_reentry(*lock_, path_); }
+
+// Marks this thread as inside a callback that holds the lock of `impl`'s file.
+class Store::Impl::CallbackScope {
+ public:
+  explicit CallbackScope(const Impl& impl) noexcept {
+    if (t_inside.depth < InsideCallbacks::kMaxDepth) t_inside.ids[t_inside.depth] = impl.lock_->identity();
+    ++t_inside.depth;
+  }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  ~CallbackScope() { --t_inside.depth; }
+};
+
 class Store::Impl::WriteSection {
  public:
   explicit WriteSection(const Impl& impl, bool adopt_owner_died = false)
       : impl_(const_cast<Impl&>(impl)) {  // NOLINT: the lock is what makes this safe
+    if (!adopt_owner_died) impl_.refuse_reentry();
     const bool died =
         adopt_owner_died || impl_.lock_->lock_write() == LockFile::WriteResult::owner_died;
     try {
@@ -44,7 +87,10 @@ class Store::Impl::WriteSection {
 
 class Store::Impl::ReadSection {
  public:
-  explicit ReadSection(const Impl& impl) : impl_(impl) { impl_.enter_read(); }
+  explicit ReadSection(const Impl& impl) : impl_(impl) {
+    impl_.refuse_reentry();
+    impl_.enter_read();
+  }
   ReadSection(const ReadSection&) = delete;
   ReadSection& operator=(const ReadSection&) = delete;
   ~ReadSection() { impl_.lock_->exit_read(); }
@@ -52,6 +98,40 @@ class Store::Impl::ReadSection {
  private:
   const Impl& impl_;
 };
+
+// One change to the store, under the write lock: marks the header while the
+// writer is at work (recovery reads it after a death), and on commit() makes
+// the change as durable as the sync mode asks and tells the waiting processes.
+class Store::Impl::Change {
+ public:
+  explicit Change(Impl& impl) : impl_(impl) {
+    FileHeader& h = impl_.file_->header();
+    // The boot id is checked too: a file compacted from an unclean one starts
+    // unclean without one.
+    if (h.clean.load(std::memory_order_relaxed) != 0 ||
+        std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
+      std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
+      h.clean.store(0);
+      // Once a session, in every sync mode: after a power cut the file must not
+      // claim to be clean while pages written since were lost.
+      impl_.file_->sync_header();
+    }
+    h.writing.store(detail::kRecords, std::memory_order_relaxed);
+  }
+  Change(const Change&) = delete;
+  Change& operator=(const Change&) = delete;
+  ~Change() { impl_.file_->header().writing.store(detail::kIdle, std::memory_order_release); }
+
+  void commit() {
+    if (impl_.options_.sync == Sync::always) impl_.file_->sync_tail();
+    impl_.note_change();
+  }
+
+ private:
+  Impl& impl_;
+};
+
+void Store::Impl::note_change() noexcept { file_->header().change_count = lock_->publish_change(); }
 
 void Store::Impl::enter_read() const {
   int refreshes = 0;
@@ -101,11 +181,14 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
                 std::error_code(errno, std::system_category()));
   }
   lock_ = std::make_unique<LockFile>(path_ + ".lock", options_.lock_timeout);
+  refuse_reentry();
   const LockFile::WriteResult r = lock_->lock_write();
   try {
     if (lock_->first()) remove_stale_temp_files();
     open_or_create();
     FileHeader& h = file_->header();
+    // The lock file is new: the count goes on from what the data file kept.
+    if (lock_->first()) lock_->set_change_count(h.change_count);
     if (file_->short_file()) {
       recover("the file is shorter than its header says");
     } else if (h.writing.load() != 0 && (r == LockFile::WriteResult::owner_died || lock_->first())) {
@@ -228,9 +311,11 @@ void Store::Impl::recover(const std::string& why) {
   const bool torn_pages_possible = file_->short_file() || !same_boot;
   // A writer that died outside the allocator left it intact: the index is
   // rebuilt in place, in a fraction of the time of a copy.
+  // The dead writer's change may have landed: waiters must look again.
   if (h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
     ++h.recoveries;
     h.writing.store(detail::kIdle);
+    note_change();
     return;
   }
   const std::string tmp = temp_path(path_, "recover");
@@ -252,6 +337,7 @@ void Store::Impl::recover(const std::string& why) {
   }
   ++fresh.header().recoveries;
   publish(std::move(fresh), tmp);
+  note_change();
 }
 
 void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
@@ -284,6 +370,7 @@ void Store::Impl::publish(DataFile fresh, const std::string& tmp) {
 std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, const Options& options) {
   check_options(path.string(), options);
   LockFile lock(path.string() + ".lock", options.lock_timeout);
+  kvstore::refuse_reentry(lock, path.string());
   lock.lock_write();  // a dead previous owner changes nothing here: everything is rebuilt
   struct Unlock {
     LockFile& lock;
@@ -299,6 +386,7 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
   DataFile fresh = DataFile::rebuild(old, tmp, options.max_file_size, nullptr, true);
   ++fresh.header().recoveries;
   replace_file(fresh, tmp, path, &old, lock);
+  fresh.header().change_count = lock.publish_change();
   return problems;
 }
 
@@ -309,53 +397,140 @@ auto Store::Impl::mutate(F&& f) {
   if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
-  {
-    FileHeader& h = file_->header();
-    // The boot id is checked too: a file compacted from an unclean one starts
-    // unclean without one.
-    if (h.clean.load(std::memory_order_relaxed) != 0 ||
-        std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
-      std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
-      h.clean.store(0);
-      // Once a session, in every sync mode: after a power cut the file must not
-      // claim to be clean while pages written since were lost.
-      file_->sync_header();
-    }
-    h.writing.store(detail::kRecords, std::memory_order_relaxed);
-  }
-  struct Done {
-    DataFile& file;
-    ~Done() { file.header().writing.store(detail::kIdle, std::memory_order_release); }
-  } done{*file_};
-  auto result = f(*file_);
-  if (options_.sync == Sync::always) file_->sync_tail();
-  return result;
+  return f();
 }
 
 void Store::Impl::put(std::string_view key, std::string_view value) {
-  mutate([&](DataFile& f) { return f.put(key, value, 0); });
+  mutate([&] {
+    Change c(*this);
+    file_->put(key, value, 0);
+    c.commit();
+  });
 }
 
 bool Store::Impl::erase(std::string_view key) {
-  return mutate([&](DataFile& f) { return f.erase(key, 0); });
+  return mutate([&] {
+    Change c(*this);
+    const bool existed = file_->erase(key, 0);
+    if (existed) c.commit();
+    return existed;
+  });
 }
 
 void Store::Impl::apply(const std::vector<BatchOp>& ops) {
   std::vector<DataFile::Op> plain;
   plain.reserve(ops.size());
   for (const BatchOp& op : ops) plain.push_back({op.key, op.value, op.erase});
-  mutate([&](DataFile& f) {
-    f.apply(plain);
+  mutate([&] {
+    if (plain.empty()) return;
+    Change c(*this);
+    file_->apply(plain);
+    c.commit();
+  });
+}
+
+void Store::Impl::transact(const std::function<void(detail::TransactionState&)>& fn) {
+  mutate([&] {
+    // Nothing is marked in the file while the callback runs: a process
+    // killed inside it leaves no trace to recover from.
+    detail::TransactionState state(*file_);
+    {
+      CallbackScope scope(*this);
+      fn(state);
+    }
+    const std::vector<DataFile::Op> ops = state.batch();
+    if (ops.empty()) return;
+    Change c(*this);
+    file_->apply(ops);
+    c.commit();
+  });
+}
+
+namespace {
+
+// The value of a counter: decimal ASCII, an optional '-' then digits, and
+// nothing else (no '+', no spaces: those were never written by increment).
+std::int64_t parse_counter(std::string_view text, const std::string& path) {
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+    throw Error(Errc::invalid_argument, path + ": increment: the value is not a decimal int64");
+  }
+  return v;
+}
+
+}  // namespace
+
+std::int64_t Store::Impl::increment(std::string_view key, std::int64_t delta) {
+  return mutate([&] {
+    std::int64_t value = 0;
+    if (detail::RecordView rec{}; file_->find(key, rec)) value = parse_counter(rec.value, path_);
+    std::int64_t result = 0;
+    if (__builtin_add_overflow(value, delta, &result)) {
+      throw Error(Errc::invalid_argument, path_ + ": increment overflows int64");
+    }
+    char text[24];
+    const auto [end, ec] = std::to_chars(std::begin(text), std::end(text), result);
+    Change c(*this);
+    file_->put(key, std::string_view(text, static_cast<std::size_t>(end - text)), 0);
+    c.commit();
+    return result;
+  });
+}
+
+bool Store::Impl::compare_exchange(std::string_view key, std::optional<std::string_view> expected,
+                                   std::optional<std::string_view> desired) {
+  return mutate([&] {
+    detail::RecordView rec{};
+    const bool found = file_->find(key, rec);
+    if (found != expected.has_value() || (found && rec.value != *expected)) return false;
+    if (!found && !desired) return true;  // absent, and to stay absent: nothing to write
+    Change c(*this);
+    if (desired) {
+      file_->put(key, *desired, 0);
+    } else {
+      file_->erase(key, 0);
+    }
+    c.commit();
     return true;
   });
+}
+
+bool Store::Impl::insert(std::string_view key, std::string_view value) {
+  return mutate([&] {
+    if (detail::RecordView rec{}; file_->find(key, rec)) return false;
+    Change c(*this);
+    file_->put(key, value, 0);
+    c.commit();
+    return true;
+  });
+}
+
+std::uint64_t Store::Impl::wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const {
+  refuse_reentry();
+  return lock_->wait_for_change(seen, std::max(timeout, std::chrono::milliseconds::zero()));
+}
+
+std::optional<std::string> Store::Impl::get(std::string_view key) const {
+  ReadSection r(*this);
+  detail::RecordView rec{};
+  if (!file_->find(key, rec)) return std::nullopt;
+  return std::string(rec.value);
 }
 
 bool Store::Impl::visit(std::string_view key, const std::function<void(std::string_view)>& fn) const {
   ReadSection r(*this);
   detail::RecordView rec{};
   if (!file_->find(key, rec)) return false;
+  CallbackScope scope(*this);
   fn(rec.value);
   return true;
+}
+
+void Store::Impl::view(const std::function<void(const DataFile&)>& fn) const {
+  ReadSection r(*this);
+  CallbackScope scope(*this);
+  fn(*file_);
 }
 
 std::size_t Store::Impl::size() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "data_file.hpp"
+#include "transaction.hpp"
 #include "kvstore/store.hpp"
 #include "lock.hpp"
 
@@ -26,6 +27,15 @@ class Store::Impl {
   [[nodiscard]] std::size_t size() const;
   void for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const;
   void apply(const std::vector<BatchOp>& ops);
+  [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
+  void transact(const std::function<void(detail::TransactionState&)>& fn);
+  void view(const std::function<void(const detail::DataFile&)>& fn) const;
+  std::int64_t increment(std::string_view key, std::int64_t delta);
+  bool compare_exchange(std::string_view key, std::optional<std::string_view> expected,
+                        std::optional<std::string_view> desired);
+  bool insert(std::string_view key, std::string_view value);
+  [[nodiscard]] std::uint64_t change_count() const noexcept { return lock_->change_count(); }
+  [[nodiscard]] std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const;
   void compact();
   void sync();
   [[nodiscard]] Stats stats() const;
@@ -36,8 +46,17 @@ class Store::Impl {
  private:
   class ReadSection;
   class WriteSection;
+  class Change;
+  class CallbackScope;
   friend class ReadSection;
   friend class WriteSection;
+  friend class Change;
+  friend class CallbackScope;
+
+  // Throws Error(invalid_argument) when this thread is inside a callback
+  // (transact, view, visit) of a store of the same file: waiting for the lock
+  // it already holds would deadlock.
+  void refuse_reentry() const;
 
   void enter_read() const;
   [[nodiscard]] bool needs_refresh() const noexcept {
@@ -49,6 +68,8 @@ class Store::Impl {
   void remove_stale_temp_files() const;
   void reopen();
   void recover(const std::string& why);
+  // With the write lock held: counts a committed change (Store::change_count).
+  void note_change() noexcept;
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
   // The same, for any caller holding the write lock: renames `fresh` over
@@ -56,6 +77,8 @@ class Store::Impl {
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                            detail::DataFile* old, detail::LockFile& lock);
   static std::string temp_path(const std::string& path, const char* what);
+  // Takes the write lock for a change (refused for a read-only handle) and
+  // runs f() under it.
   template <class F>
   auto mutate(F&& f);
 

@@ -12,6 +12,7 @@
 // Every function may throw kvstore::Error; the codes each can throw are listed.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -54,6 +55,53 @@ struct BatchOp {
   bool erase = false;
 };
 
+namespace detail {
+class DataFile;
+class TransactionState;
+}  // namespace detail
+
+// The reads and writes of one Store::transact call. It exists only while the
+// callback runs: do not keep it, or a reference to it, past the callback.
+class Transaction {
+ public:
+  // Reads see the committed state and this transaction's own writes.
+  // Throw Error: corrupt, io.
+  [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
+  [[nodiscard]] bool contains(std::string_view key) const;
+  // Buffered until the callback returns. Throws Error(invalid_argument) for a
+  // key or value too large.
+  void put(std::string_view key, std::string_view value);
+  // Returns whether the key was there, as this transaction sees it.
+  bool erase(std::string_view key);
+
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+ private:
+  friend class Store;
+  explicit Transaction(detail::TransactionState& state) noexcept : state_(&state) {}
+  detail::TransactionState* state_;
+};
+
+// One consistent, committed state of the store, read without copying. It
+// exists only while the Store::view callback runs; so do the string_views it
+// returns.
+class View {
+ public:
+  // Throw Error: corrupt.
+  [[nodiscard]] std::optional<std::string_view> get(std::string_view key) const;
+  [[nodiscard]] bool contains(std::string_view key) const;
+  [[nodiscard]] std::size_t size() const noexcept;
+
+  View(const View&) = delete;
+  View& operator=(const View&) = delete;
+
+ private:
+  friend class Store;
+  explicit View(const detail::DataFile& file) noexcept : file_(&file) {}
+  const detail::DataFile* file_;
+};
+
 class Store {
  public:
   // Opens the store at `path`, creating it when absent and options.create is set.
@@ -78,7 +126,8 @@ class Store {
 
   // Zero-copy read: calls `fn` with the value while the read lock is held and
   // returns true, or returns false when the key is absent. The view is valid
-  // only inside `fn`; `fn` must not call back into any Store of this file.
+  // only inside `fn`; `fn` must not call back into any Store of this file (such
+  // a call throws Error(invalid_argument)).
   // Throws Error: busy, corrupt, io (and whatever `fn` throws).
   bool visit(std::string_view key, const std::function<void(std::string_view)>& fn) const;
 
@@ -102,6 +151,58 @@ class Store {
   // Applies every op of `ops` or none of them: one lock, one record batch, one sync.
   // Throws Error: invalid_argument, read_only, no_space, store_full, busy, io, corrupt.
   void apply(const std::vector<BatchOp>& ops);
+
+  // --- coordination between threads and processes
+  //
+  // Callbacks (transact, view, visit) run while this store's lock is held:
+  // they must not call into any Store of the same file (this handle or
+  // another, in this thread). Such a call throws Error(invalid_argument) at
+  // once instead of deadlocking. Other threads and processes wait for the
+  // callback: keep it short. Those that wait past their lock_timeout get
+  // Error(busy).
+
+  // Runs `fn` under the write lock. Its puts and erases commit together when
+  // `fn` returns: one all-or-nothing batch, one sync (Sync::always), one
+  // change. If `fn` throws, nothing is written and the exception propagates.
+  // A process killed at any instant leaves all of the batch or none of it.
+  // Throws Error: read_only, invalid_argument, no_space, store_full, busy, io, corrupt.
+  void transact(const std::function<void(Transaction&)>& fn);
+
+  // Runs `fn` under the read lock: every read inside sees one committed state.
+  // Throws Error: busy, corrupt, io (and whatever `fn` throws).
+  void view(const std::function<void(const View&)>& fn) const;
+
+  // Adds `delta` to the decimal int64 under `key` (absent counts as 0) and
+  // stores the result as decimal text: one lock, one record. Returns the new
+  // value. A value that is not a decimal int64 (optional '-', digits only),
+  // or an overflow, throws Error(invalid_argument) and changes nothing.
+  // Throws Error: invalid_argument, read_only, no_space, store_full, busy, io, corrupt.
+  std::int64_t increment(std::string_view key, std::int64_t delta = 1);
+
+  // Sets `key` to `desired` (nullopt: erases it) only if its value equals
+  // `expected` (nullopt: the key is absent); returns whether it did.
+  // Throws Error: read_only, no_space, store_full, busy, io, corrupt.
+  bool compare_exchange(std::string_view key, std::optional<std::string_view> expected,
+                        std::optional<std::string_view> desired);
+
+  // Stores `value` only when `key` is absent; returns whether it did.
+  // Throws Error: read_only, no_space, store_full, busy, io, corrupt.
+  bool insert(std::string_view key, std::string_view value);
+
+  // A counter bumped by every committed change (put, erase of a present key,
+  // batch, transaction with writes, successful increment/compare_exchange/
+  // insert) from any process, and once by every recovery after a writer died.
+  // Compaction changes no pair and does not bump it. Lock-free. It survives
+  // closing and reopening (kept in the data file), but may step back after a
+  // power cut with Sync::none, with the changes it counted.
+  [[nodiscard]] std::uint64_t change_count() const noexcept;
+
+  // Blocks until change_count() differs from `seen` or `timeout` passes, and
+  // returns change_count() then. No polling: a commit in any process wakes
+  // every waiter (a futex in the lock file). A process killed while waiting or
+  // committing blocks nobody. Throws Error(invalid_argument) from inside a
+  // callback of this store (nothing could change while it holds the lock).
+  std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const;
 
   // Rewrites the store into a fresh file of the smallest size that holds the
   // live pairs, then atomically replaces the file. Online: other handles keep
