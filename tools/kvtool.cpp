@@ -56,6 +56,13 @@ struct Args {
   std::string key;
   std::string value;
   std::string path;  // dump OUT / load IN
+  std::int64_t delta = 1;          // incr
+  std::optional<std::string> old_value;  // cas
+  std::optional<std::string> new_value;  // cas
+  bool absent = false;             // cas: expect the key absent
+  bool erase = false;              // cas: erase it on success
+  std::int64_t timeout_ms = -1;    // wait: -1 forever
+  std::optional<std::uint64_t> since;  // wait: the change count to wait past
 };
 
 std::string from_hex(const std::string& text) {
@@ -170,6 +177,68 @@ int run_del(const Args& a) {
   return kExitOk;
 }
 
+int run_incr(const Args& a) {
+  kvstore::Store s = open_store(a, true);
+  std::cout << s.increment(arg_bytes(a, a.key), a.delta) << '\n';
+  return kExitOk;
+}
+
+// cas KEY [OLD|--absent] [NEW|--erase]: exit 0 when swapped, 1 when the value was not OLD.
+int run_cas(const Args& a) {
+  const std::size_t given = (a.old_value ? 1 : 0) + (a.new_value ? 1 : 0);
+  if (given + (a.absent ? 1 : 0) + (a.erase ? 1 : 0) != 2) {
+    throw kvstore::Error(kvstore::Errc::invalid_argument,
+                         "cas: give KEY, then OLD or --absent, then NEW or --erase");
+  }
+  // With one flag, the one value given is the other side's.
+  std::optional<std::string> expected;
+  std::optional<std::string> desired;
+  if (a.absent) {
+    if (!a.erase) desired = arg_bytes(a, *a.old_value);
+  } else {
+    expected = arg_bytes(a, *a.old_value);
+    if (!a.erase) desired = arg_bytes(a, *a.new_value);
+  }
+  kvstore::Store s = open_store(a, true);
+  const auto view = [](const std::optional<std::string>& v) {
+    return v ? std::optional<std::string_view>(*v) : std::nullopt;
+  };
+  if (!s.compare_exchange(arg_bytes(a, a.key), view(expected), view(desired))) {
+    std::cerr << "kvtool: cas: " << a.file << ": the value was not the one expected\n";
+    return kExitNotFound;
+  }
+  return kExitOk;
+}
+
+int run_insert(const Args& a) {
+  kvstore::Store s = open_store(a, true);
+  if (!s.insert(arg_bytes(a, a.key), arg_bytes(a, a.value))) {
+    std::cerr << "kvtool: insert: " << a.file << ": the key exists\n";
+    return kExitNotFound;
+  }
+  return kExitOk;
+}
+
+// Blocks until the store changes (past --since, or past now), then prints
+// the change count; exit 1 if --timeout passed first.
+int run_wait(const Args& a) {
+  const kvstore::Store s = open_store(a, false);
+  const std::uint64_t seen = a.since.value_or(s.change_count());
+  const auto timeout = a.timeout_ms < 0 ? std::chrono::milliseconds(std::chrono::hours(24 * 365 * 100))
+                                        : std::chrono::milliseconds(a.timeout_ms);
+  std::uint64_t now = seen;
+  // One call waits at most its timeout; "forever" is a loop of long waits.
+  do {
+    now = s.wait_for_change(seen, timeout);
+  } while (now == seen && a.timeout_ms < 0);
+  std::cout << now << '\n';
+  if (now == seen) {
+    std::cerr << "kvtool: wait: " << a.file << ": no change within " << a.timeout_ms << " ms\n";
+    return kExitNotFound;
+  }
+  return kExitOk;
+}
+
 int run_count(const Args& a) {
   std::cout << open_store(a, false).size() << '\n';
   return kExitOk;
@@ -221,6 +290,7 @@ int run_stats(const Args& a) {
       {"compactions", st.compactions},
       {"last_compact_unix", st.last_compact_unix},
       {"recoveries", st.recoveries},
+      {"change_count", st.change_count},
       {"processes", st.processes},
       {"sync", sync_name(st.sync)},
   };
@@ -339,6 +409,21 @@ int main(int argc, char** argv) {
   get->add_option("KEY", a.key, "key")->required();
   CLI::App* del = sub("del", "remove KEY", run_del);
   del->add_option("KEY", a.key, "key")->required();
+  CLI::App* incr = sub("incr", "add DELTA (default 1) to the decimal number under KEY; print the result", run_incr);
+  incr->add_option("KEY", a.key, "key")->required();
+  incr->add_option("DELTA", a.delta, "an int64 (write -- before a negative one)");
+  CLI::App* cas = sub("cas", "set KEY to NEW only if its value is OLD (exit 1 if not)", run_cas);
+  cas->add_option("KEY", a.key, "key")->required();
+  cas->add_option("OLD", a.old_value, "the value expected (or --absent)");
+  cas->add_option("NEW", a.new_value, "the value to set (or --erase)");
+  cas->add_flag("--absent", a.absent, "expect KEY to be absent");
+  cas->add_flag("--erase", a.erase, "erase KEY instead of setting it");
+  CLI::App* insert = sub("insert", "store VALUE under KEY only if KEY is absent (exit 1 if not)", run_insert);
+  insert->add_option("KEY", a.key, "key")->required();
+  insert->add_option("VALUE", a.value, "value")->required();
+  CLI::App* wait = sub("wait", "block until the store changes; print the change count (exit 1 on timeout)", run_wait);
+  wait->add_option("--timeout", a.timeout_ms, "give up after this many ms (default: never)");
+  wait->add_option("--since", a.since, "wait until the change count differs from this one (default: now)");
   sub("count", "print the number of keys", run_count);
   sub("keys", "print every key, one a line (order unspecified)", run_keys);
   sub("compact", "rewrite the store to its smallest size, online", run_compact);

@@ -600,6 +600,7 @@ Stats Store::Impl::stats() const {
   s.last_compact_unix = h.last_compact_unix;
   s.recoveries = h.recoveries;
   s.processes = lock_->attached();
+  s.change_count = lock_->change_count();
   s.sync = options_.sync;
   return s;
 }

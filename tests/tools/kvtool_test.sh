@@ -46,6 +46,35 @@ expect 0 $K stats --json; grep -q '"keys": 1' out.txt || fail "stats --json: $(c
 expect 0 $K check; [ "$(cat out.txt)" = "ok" ] || fail "check: $(cat out.txt)"
 expect 0 $K check --json; grep -q '"ok": true' out.txt || fail "check --json"
 expect 0 $K compact
+# --- shared state: incr, cas, insert, wait
+C="$KVTOOL -f c.kv"
+expect 0 $C incr n; [ "$(cat out.txt)" = "1" ] || fail "incr printed $(cat out.txt)"
+expect 0 $C incr n 41; [ "$(cat out.txt)" = "42" ] || fail "incr 41 printed $(cat out.txt)"
+expect 0 $C incr n -50; [ "$(cat out.txt)" = "-8" ] || fail "incr -50 printed $(cat out.txt)"
+expect 2 $C incr n x
+expect 0 $C put word hello
+expect 2 $C incr word; grep -q "not a decimal" err.txt || fail "incr of text: $(cat err.txt)"
+expect 0 $C get word; [ "$(cat out.txt)" = "hello" ] || fail "a failed incr changed the value"
+expect 0 $C put n 9223372036854775807
+expect 2 $C incr n                    # overflow
+expect 0 $C cas word hello bye
+expect 1 $C cas word hello again
+expect 0 $C get word; [ "$(cat out.txt)" = "bye" ] || fail "cas: $(cat out.txt)"
+expect 0 $C cas new --absent first
+expect 1 $C cas new --absent second
+expect 0 $C cas new first --erase
+expect 1 $C get new
+expect 2 $C cas word bye              # neither NEW nor --erase
+expect 0 $C insert once 1
+expect 1 $C insert once 2
+expect 0 $C get once; [ "$(cat out.txt)" = "1" ] || fail "insert replaced a value"
+expect 0 $C stats --json; grep -q '"change_count": ' out.txt || fail "stats lacks change_count"
+before=$($C stats --json | sed -n 's/.*"change_count": \([0-9]*\).*/\1/p')
+expect 1 $C wait --timeout 50; [ "$(cat out.txt)" = "$before" ] || fail "wait --timeout printed $(cat out.txt)"
+( sleep 0.3; $C put wake up ) &
+expect 0 $C wait --timeout 60000; [ "$(cat out.txt)" = "$((before + 1))" ] || fail "wait printed $(cat out.txt), before $before"
+wait
+expect 0 $C wait --since 0 --timeout 0   # already past 0
 KVSTORE_FILE=s.kv expect 0 $KVTOOL get b; [ "$(cat out.txt)" = "22" ] || fail "KVSTORE_FILE not used"
 # --- binary values through stdin, hex keys, a 5 MiB value
 printf 'x\0y\377z' > bin.in

@@ -44,6 +44,7 @@ struct Stats {
   std::uint64_t last_compact_unix = 0;  // seconds since the epoch, 0 if never
   std::uint64_t recoveries = 0;     // rebuilds after an unclean stop
   std::uint32_t processes = 0;      // handles attached right now (all processes)
+  std::uint64_t change_count = 0;   // Store::change_count()
   Sync sync = Sync::none;           // this handle's sync mode
 };
 
