@@ -65,8 +65,9 @@ struct Change {
 };
 
 struct Op {
-  enum Kind { single, batch, compact } kind = single;
-  std::vector<Change> changes;  // one for single, several for batch
+  enum Kind { single, batch, transaction, increment, compact } kind = single;
+  std::vector<Change> changes;  // one for single and increment, several for batch and transaction
+  std::int64_t delta = 0;       // increment
 };
 
 std::uint64_t mix(std::uint64_t a, std::uint64_t b) {
@@ -103,8 +104,14 @@ Op make_op(std::uint64_t seed, std::uint64_t i) {
     op.changes.push_back({key(1), value_of(seed, i, 8192 + (r >> 20) % 40000)});  // forces grows
   } else if (pick < 32) {
     op.changes.push_back({key(1), std::nullopt});
+  } else if (pick == 38) {
+    // Counters of their own: every other key holds bytes that are no number.
+    op.kind = Op::increment;
+    op.changes.push_back({"counter" + std::to_string(r % 5), std::nullopt});
+    op.delta = static_cast<std::int64_t>((r >> 8) % 1000) - 500;
   } else if (pick < 39) {
-    op.kind = Op::batch;
+    // Batches through apply() and through transact(): one batch in the file either way.
+    op.kind = pick < 35 ? Op::batch : Op::transaction;
     const std::uint64_t n = 2 + (r >> 24) % 7;
     for (std::uint64_t b = 0; b < n; ++b) {
       if (mix(r, b + 100) % 4 == 0) {
@@ -134,6 +141,20 @@ void perform(kvstore::Store& s, const Op& op) {
       s.apply(ops);
       break;
     }
+    case Op::transaction:
+      s.transact([&](kvstore::Transaction& t) {
+        for (const Change& c : op.changes) {
+          if (c.value) {
+            t.put(c.key, *c.value);
+          } else {
+            (void)t.erase(c.key);
+          }
+        }
+      });
+      break;
+    case Op::increment:
+      (void)s.increment(op.changes[0].key, op.delta);
+      break;
     case Op::compact:
       s.compact();
       break;
@@ -143,6 +164,11 @@ void perform(kvstore::Store& s, const Op& op) {
 using Model = std::map<std::string, std::string>;
 
 void apply_to(Model& m, const Op& op) {
+  if (op.kind == Op::increment) {
+    std::string& v = m[op.changes[0].key];
+    v = std::to_string((v.empty() ? 0 : std::stoll(v)) + op.delta);
+    return;
+  }
   for (const Change& c : op.changes) {
     if (c.value) {
       m[c.key] = *c.value;
