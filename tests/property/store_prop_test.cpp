@@ -8,7 +8,9 @@
 
 #include <kvstore/store.hpp>
 #include <map>
+#include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 #include "../support/temp_dir.hpp"
@@ -134,6 +136,175 @@ struct Batch : rc::state::Command<Model, Sut> {
   }
 };
 
+// A transaction of random steps, checked step by step against the model as
+// the transaction should see it; sometimes the callback throws at the end,
+// and then nothing of it may show.
+struct Transact : rc::state::Command<Model, Sut> {
+  enum Kind { put, erase, get, contains };
+  struct Step {
+    int kind;
+    std::string key;
+    std::string value;
+  };
+  // The count is drawn apart from the steps: rc::gen::resize would also
+  // scale every number drawn inside it (inRange is sized), down to kind 0 and key k0.
+  std::vector<Step> steps = *rc::gen::container<std::vector<Step>>(
+      static_cast<std::size_t>(*rc::gen::inRange(0, 9)),
+      rc::gen::construct<Step>(rc::gen::element(0, 1, 2, 3), gen_key(), gen_value()));
+  bool throws = *rc::gen::weightedElement<bool>({{4, false}, {1, true}});
+
+  static void step(Model& m, const Step& st) {
+    if (st.kind == put) m[st.key] = st.value;
+    if (st.kind == erase) m.erase(st.key);
+  }
+  void apply(Model& m) const override {
+    if (throws) return;
+    for (const Step& st : steps) step(m, st);
+  }
+  void run(const Model& m, Sut& sut) const override {
+    Model inside = m; 
+    const auto body = [&](kvstore::Transaction& t) {
+      for (const Step& st : steps) {
+        const auto it = inside.find(st.key);
+        const std::optional<std::string> want = it == inside.end() ? std::nullopt : std::optional(it->second);
+        switch (st.kind) {
+          case put: t.put(st.key, st.value); break;
+          case erase: RC_ASSERT(t.erase(st.key) == want.has_value()); break;
+          case get: RC_ASSERT(t.get(st.key) == want); break;
+          default: RC_ASSERT(t.contains(st.key) == want.has_value()); break;
+        }
+        step(inside, st);
+      }
+      if (throws) throw std::runtime_error("abandon");
+    };
+    if (throws) {
+      bool thrown = false;
+      try {
+        sut.s().transact(body);
+      } catch (const std::runtime_error& e) {
+        thrown = std::string(e.what()) == "abandon";
+      }
+      RC_ASSERT(thrown);
+    } else {
+      sut.s().transact(body);
+    }
+  }
+  void show(std::ostream& os) const override { os << "Transact(" << steps.size() << " steps" << (throws ? ", throws)" : ")"); }
+};
+
+struct ViewAll : rc::state::Command<Model, Sut> {
+  std::vector<std::string> keys =
+      *rc::gen::container<std::vector<std::string>>(static_cast<std::size_t>(*rc::gen::inRange(1, 9)), gen_key());
+  void run(const Model& m, Sut& sut) const override {
+    sut.s().view([&](const kvstore::View& v) {
+      RC_ASSERT(v.size() == m.size());
+      for (const std::string& k : keys) {
+        const auto it = m.find(k);
+        const std::optional<std::string_view> got = v.get(k);
+        RC_ASSERT(got.has_value() == (it != m.end()));
+        if (got) RC_ASSERT(*got == it->second);
+        RC_ASSERT(v.contains(k) == (it != m.end()));
+      }
+    });
+  }
+};
+
+// Counter keys of their own, so that most increments meet numbers; any key
+// of the pool may be incremented too, and then usually holds no number.
+rc::Gen<std::string> gen_counter_key() {
+  return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 3), [](int i) { return "n" + std::to_string(i); }), gen_key());
+}
+
+// What increment must do, computed independently of the library: nullopt
+// when it must refuse (not an optional '-' and digits, out of range, overflow).
+std::optional<std::int64_t> model_increment(const Model& m, const std::string& key, std::int64_t delta) {
+  const auto it = m.find(key);
+  __int128 v = 0;
+  if (it != m.end()) {
+    const std::string& t = it->second;
+    std::size_t i = t.size() > 0 && t[0] == '-' ? 1 : 0;
+    if (i == t.size()) return std::nullopt;
+    for (std::size_t j = i; j < t.size(); ++j) {
+      if (t[j] < '0' || t[j] > '9') return std::nullopt;
+      v = v * 10 + (t[j] - '0');
+      if (v > (static_cast<__int128>(1) << 64)) return std::nullopt;
+    }
+    if (i == 1) v = -v;
+    if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
+  }
+  const __int128 r = v + delta;
+  if (r < INT64_MIN || r > INT64_MAX) return std::nullopt;
+  return static_cast<std::int64_t>(r);
+}
+
+struct Increment : rc::state::Command<Model, Sut> {
+  std::string key = *gen_counter_key();
+  std::int64_t delta = *rc::gen::oneOf(rc::gen::inRange<std::int64_t>(-1000, 1000),
+                                        rc::gen::element(INT64_MAX, INT64_MIN, INT64_MAX / 2 + 1));
+  void apply(Model& m) const override {
+    if (const auto r = model_increment(m, key, delta)) m[key] = std::to_string(*r);
+  }
+  void run(const Model& m, Sut& sut) const override {
+    const std::optional<std::int64_t> want = model_increment(m, key, delta);
+    if (want) {
+      RC_ASSERT(sut.s().increment(key, delta) == *want);
+    } else {
+      bool refused = false;
+      try {
+        sut.s().increment(key, delta);
+      } catch (const kvstore::Error& e) {
+        refused = e.code() == kvstore::Errc::invalid_argument;
+      }
+      RC_ASSERT(refused);
+    }
+  }
+  void show(std::ostream& os) const override { os << "Increment(" << key.size() << "B key, " << delta << ")"; }
+};
+
+rc::Gen<std::optional<std::string>> gen_optional(rc::Gen<std::string> g) {
+  return rc::gen::map(rc::gen::pair(rc::gen::arbitrary<bool>(), std::move(g)), [](const std::pair<bool, std::string>& p) {
+    return p.first ? std::optional(p.second) : std::nullopt;
+  });
+}
+
+struct CompareExchange : rc::state::Command<Model, Sut> {
+  std::string key = *gen_counter_key();
+  bool expect_current = *rc::gen::arbitrary<bool>();  // else a guess: absent or some value
+  std::optional<std::string> guess = *gen_optional(rc::gen::resize(4, rc::gen::string<std::string>()));
+  std::optional<std::string> desired = *gen_optional(gen_value());
+  std::optional<std::string> expected(const Model& m) const {
+    if (!expect_current) return guess;
+    const auto it = m.find(key);
+    return it == m.end() ? std::nullopt : std::optional(it->second);
+  }
+  bool succeeds(const Model& m) const {
+    const auto it = m.find(key);
+    return expected(m) == (it == m.end() ? std::nullopt : std::optional(it->second));
+  }
+  void apply(Model& m) const override {
+    if (!succeeds(m)) return;
+    if (desired) {
+      m[key] = *desired;
+    } else {
+      m.erase(key);
+    }
+  }
+  void run(const Model& m, Sut& sut) const override {
+    const std::optional<std::string> e = expected(m);
+    const auto sv = [](const std::optional<std::string>& v) {
+      return v ? std::optional<std::string_view>(*v) : std::nullopt;
+    };
+    RC_ASSERT(sut.s().compare_exchange(key, sv(e), sv(desired)) == succeeds(m));
+  }
+};
+
+struct Insert : rc::state::Command<Model, Sut> {
+  std::string key = *gen_key();
+  std::string value = *gen_value();
+  void apply(Model& m) const override { m.emplace(key, value); }
+  void run(const Model& m, Sut& sut) const override { RC_ASSERT(sut.s().insert(key, value) == (m.count(key) == 0)); }
+};
+
 struct Compact : rc::state::Command<Model, Sut> {
   void run(const Model&, Sut& sut) const override { sut.s().compact(); }
 };
@@ -159,7 +330,8 @@ RC_GTEST_PROP(StoreModel, BehavesLikeAMap, ()) {
   Sut sut;
   rc::state::check(model, sut,
                    rc::state::gen::execOneOfWithArgs<Put, Put, Put, BigPut, Erase, Get, Get, Contains, Size,
-                                                     Iterate, Batch, Compact, Reopen, Switch>());
+                                                     Iterate, Batch, Transact, Transact, ViewAll, Increment,
+                                                     CompareExchange, Insert, Compact, Reopen, Switch>());
   RC_ASSERT(sut.a->check().empty());
   // (rc::state::check keeps the final model to itself; the commands compared
   // against it as they ran.) Both handles, and a fresh one opened after both
