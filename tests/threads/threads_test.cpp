@@ -134,3 +134,60 @@ TEST(Threads, ReadersDuringGrowsAndCompactions) {
   }
   EXPECT_TRUE(a.check().empty());
 }
+
+// Coordination from threads of two handles: counters by increment and by
+// transaction, a transfer pair audited inside views, and a waiter woken by
+// each commit. Under TSan this checks the lock-file counter and the futex
+// handshake as well as the transaction path.
+TEST(Threads, CoordinationCallsAcrossThreadsAndHandles) {
+  kvstore::test::TempDir d;
+  const std::string path = d.file("c.kv");
+  kvstore::Store a = kvstore::Store::open(path, tiny());
+  kvstore::Store b = kvstore::Store::open(path, tiny());
+  a.transact([](kvstore::Transaction& t) {
+    t.put("x", "500");
+    t.put("y", "500");
+  });
+  constexpr int kEach = 300;
+  std::atomic<int> errors{0};
+  std::atomic<bool> done{false};
+  std::uint64_t woken = 0;
+  std::thread waiter([&] {
+    std::uint64_t seen = b.change_count();
+    while (!done.load()) {
+      const std::uint64_t now = b.wait_for_change(seen, std::chrono::milliseconds(50));
+      if (now != seen) ++woken;
+      seen = now;
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      kvstore::Store& s = t % 2 == 0 ? a : b;
+      for (int i = 0; i < kEach; ++i) {
+        s.increment("by_increment", 1);
+        s.transact([&](kvstore::Transaction& tx) {
+          tx.put("by_transaction", std::to_string(std::stoll(tx.get("by_transaction").value_or("0")) + 1));
+          // Move one unit between x and y, one way or the other.
+          const std::int64_t x = std::stoll(*tx.get("x"));
+          const std::int64_t y = std::stoll(*tx.get("y"));
+          const std::int64_t move = (t + i) % 2 == 0 ? 1 : -1;
+          tx.put("x", std::to_string(x - move));
+          tx.put("y", std::to_string(y + move));
+        });
+        s.view([&](const kvstore::View& v) {
+          if (std::stoll(std::string(*v.get("x"))) + std::stoll(std::string(*v.get("y"))) != 1000) ++errors;
+        });
+        if (s.compare_exchange("cas", std::nullopt, std::to_string(t))) s.erase("cas");
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  done.store(true);
+  waiter.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(a.get("by_increment"), std::to_string(kThreads * kEach));
+  EXPECT_EQ(b.get("by_transaction"), std::to_string(kThreads * kEach));
+  EXPECT_GT(woken, 0u);
+  EXPECT_TRUE(a.check().empty());
+}
