@@ -13,6 +13,17 @@
 //         7   apply    count byte (mod 4, +1 ops), each: key-len byte (mod 4), key,
 //                      value-len byte (mod 16), value, erase byte (bit 0)
 //         9   stats    keys, key bytes and value bytes against the model
+//   op%16 10  transact count byte (mod 4, +1 steps), each: kind byte (mod 4: put,
+//                      erase, get, contains), key-len byte (mod 4), key, and for a
+//                      put value-len byte (mod 16), value; then a byte whose bit 0
+//                      makes the callback throw (nothing may be written)
+//         11  view     count byte (mod 4, +1 keys), each: key-len byte (mod 4), key
+//         12  increment  delta byte (signed); the key's value decides success
+//         13  compare_exchange  flags byte (bit 0: expect the current value, else
+//                      bit 2: expect absent, else a guess: len byte (mod 4), bytes;
+//                      bit 1: desire erase, else len byte (mod 16), bytes)
+//         14  insert   value-len byte (mod 16), value
+//         15  change count: never goes back; wait_for_change with 0 ms returns it
 // A missing byte reads as 0. The store starts at 64 KiB, so long values grow it.
 //
 // The store lives in a fresh directory under $KVSTORE_FUZZ_DIR, else /dev/shm
@@ -22,6 +33,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -150,6 +162,121 @@ void apply_batch(Input& in, kvstore::Store& s, Model& m) {
   s.apply(ops);
 }
 
+void transact(Input& in, kvstore::Store& s, Model& m) {
+  struct Step {
+    int kind;
+    std::string key;
+    std::string value;
+  };
+  std::vector<Step> steps;
+  for (int i = in.byte() % 4; i >= 0; --i) {
+    Step st{in.byte() % 4, {}, {}};
+    st.key = in.bytes(in.byte() % 4);
+    if (st.kind == 0) st.value = in.bytes(in.byte() % 16);
+    steps.push_back(std::move(st));
+  }
+  const bool throws = (in.byte() & 1) != 0;
+  Model inside = m;
+  struct Abandon {};
+  try {
+    s.transact([&](kvstore::Transaction& t) {
+      for (const Step& st : steps) {
+        const std::optional<std::string> want = model_get(inside, st.key);
+        switch (st.kind) {
+          case 0:
+            t.put(st.key, st.value);
+            inside[st.key] = st.value;
+            break;
+          case 1:
+            require(t.erase(st.key) == want.has_value());
+            inside.erase(st.key);
+            break;
+          case 2:
+            require(t.get(st.key) == want);
+            break;
+          default:
+            require(t.contains(st.key) == want.has_value());
+            break;
+        }
+      }
+      if (throws) throw Abandon{};
+    });
+    require(!throws);
+    m = std::move(inside);
+  } catch (const Abandon&) {
+    require(throws);
+  }
+}
+
+void view(Input& in, const kvstore::Store& s, const Model& m) {
+  std::vector<std::string> keys;
+  for (int i = in.byte() % 4; i >= 0; --i) keys.push_back(in.bytes(in.byte() % 4));
+  s.view([&](const kvstore::View& v) {
+    require(v.size() == m.size());
+    for (const std::string& k : keys) {
+      const std::optional<std::string> want = model_get(m, k);
+      const std::optional<std::string_view> got = v.get(k);
+      require(got.has_value() == want.has_value() && (!got || *got == *want));
+      require(v.contains(k) == want.has_value());
+    }
+  });
+}
+
+// What increment must return, by a parser of its own: nullopt when it must
+// refuse (not an optional '-' then digits, outside int64, or an overflow).
+std::optional<std::int64_t> model_increment(const std::optional<std::string>& value, std::int64_t delta) {
+  __int128 v = 0;
+  if (value) {
+    const std::string& t = *value;
+    const std::size_t first = !t.empty() && t[0] == '-' ? 1 : 0;
+    if (first == t.size()) return std::nullopt;
+    for (std::size_t i = first; i < t.size(); ++i) {
+      if (t[i] < '0' || t[i] > '9' || v > (static_cast<__int128>(1) << 64)) return std::nullopt;
+      v = v * 10 + (t[i] - '0');
+    }
+    if (first == 1) v = -v;
+    if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
+  }
+  v += delta;
+  if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
+  return static_cast<std::int64_t>(v);
+}
+
+void increment(Input& in, kvstore::Store& s, Model& m, const std::string& key) {
+  const auto delta = static_cast<std::int8_t>(in.byte());
+  const std::optional<std::int64_t> want = model_increment(model_get(m, key), delta);
+  try {
+    require(want.has_value() && s.increment(key, delta) == *want);
+    m[key] = std::to_string(*want);
+  } catch (const kvstore::Error& e) {
+    require(!want && e.code() == kvstore::Errc::invalid_argument);
+  }
+}
+
+void compare_exchange(Input& in, kvstore::Store& s, Model& m, const std::string& key) {
+  const std::uint8_t flags = in.byte();
+  const std::optional<std::string> current = model_get(m, key);
+  std::optional<std::string> expected;
+  if ((flags & 1) != 0) {
+    expected = current;
+  } else if ((flags & 4) == 0) {
+    expected = in.bytes(in.byte() % 4);
+  }
+  std::optional<std::string> desired;
+  if ((flags & 2) == 0) desired = in.bytes(in.byte() % 16);
+  const auto sv = [](const std::optional<std::string>& v) {
+    return v ? std::optional<std::string_view>(*v) : std::nullopt;
+  };
+  const bool swaps = expected == current;
+  require(s.compare_exchange(key, sv(expected), sv(desired)) == swaps);
+  if (!swaps) return;
+  if (desired) {
+    m[key] = *desired;
+  } else {
+    m.erase(key);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -160,12 +287,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   handles[0].emplace(kvstore::Store::open(path, o));
   std::size_t cur = 0;
   Model model;
+  std::uint64_t changes_seen = handles[0]->change_count();
   Input in(data, size);
   while (!in.empty()) {
     const std::uint8_t op = in.byte();
     const std::string key = in.bytes(in.byte() % 6);
     kvstore::Store& s = *handles[cur];
-    switch (op % 10) {
+    switch (op % 16) {
       case 0:
       case 1: {
         const std::uint8_t len = in.byte();
@@ -202,6 +330,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 9:
         check_stats(s, model);
         break;
+      case 10:
+        transact(in, s, model);
+        break;
+      case 11:
+        view(in, s, model);
+        break;
+      case 12:
+        increment(in, s, model, key);
+        break;
+      case 13:
+        compare_exchange(in, s, model, key);
+        break;
+      case 14: {
+        const std::string value = in.bytes(in.byte() % 16);
+        require(s.insert(key, value) == model.emplace(key, value).second);
+        break;
+      }
+      case 15: {
+        const std::uint64_t now = s.change_count();
+        require(now >= changes_seen);
+        require(s.wait_for_change(now, std::chrono::milliseconds(0)) == now);
+        changes_seen = now;
+        break;
+      }
     }
   }
   // Both handles, and a fresh one after both are closed, hold exactly the model.

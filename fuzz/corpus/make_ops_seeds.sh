@@ -29,3 +29,8 @@ printf '\000\001a\0011\010\000\003\001a\002\001a\001\001b\377\005\000\010\000\00
 # A batch of puts and an erase, then iteration and a reopen.
 printf '\007\000\002\001p\0011\000\001q\0012\000\001p\000\001\004\000\006\000\004\000' \
   >"$out/gen-batch"
+
+# Coordination: a transaction (put p, erase q, get p), one that throws, a view,
+# increments of a counter and of a word, compare_exchange, insert, change count.
+printf '\000\001q\0011\012\000\002\000\001p\001v\001\001q\002\001p\000\012\000\000\000\001x\001y\001\013\000\001\001p\001q\014\001n\005\014\001n\373\014\001p\001\015\001n\001\001\0012\015\001n\006\016\001i\0011\016\001i\0012\017\000\004\000' \
+  >"$out/gen-coordination"
