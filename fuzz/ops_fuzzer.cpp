@@ -245,12 +245,17 @@ std::optional<std::int64_t> model_increment(const std::optional<std::string>& va
 void increment(Input& in, kvstore::Store& s, Model& m, const std::string& key) {
   const auto delta = static_cast<std::int8_t>(in.byte());
   const std::optional<std::int64_t> want = model_increment(model_get(m, key), delta);
-  try {
-    require(want.has_value() && s.increment(key, delta) == *want);
-    m[key] = std::to_string(*want);
-  } catch (const kvstore::Error& e) {
-    require(!want && e.code() == kvstore::Errc::invalid_argument);
+  if (!want) {
+    try {
+      s.increment(key, delta);
+    } catch (const kvstore::Error& e) {
+      require(e.code() == kvstore::Errc::invalid_argument);
+      return;
+    }
+    require(false);  // it had to refuse
   }
+  require(s.increment(key, delta) == *want);
+  m[key] = std::to_string(*want);
 }
 
 void compare_exchange(Input& in, kvstore::Store& s, Model& m, const std::string& key) {
