@@ -31,16 +31,12 @@
 #include <vector>
 
 #include "kvbench_coordination.hpp"
+#include "kvbench_die.hpp"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-[[noreturn]] void die(const std::string& what) {
-  std::fprintf(stderr, "kvbench: %s\n", what.c_str());
-  std::exit(1);
-}
 
 // ------------------------------------------------------------------ coordination
 //

@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "../support/errors.hpp"
 #include "../support/temp_dir.hpp"
 
 using kvstore::Errc;
@@ -19,29 +20,10 @@ using kvstore::Options;
 using kvstore::Store;
 using kvstore::Transaction;
 using kvstore::View;
+using kvstore::test::code_of;
 using kvstore::test::TempDir;
+using kvstore::test::tiny;
 using namespace std::chrono_literals;
-
-namespace {
-
-Options tiny() {
-  Options o;
-  o.initial_size = 64 * 1024;
-  return o;
-}
-
-template <class F>
-Errc code_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no kvstore::Error thrown";
-  return Errc::io;
-}
-
-}  // namespace
 
 TEST(Transact, CommitsEveryWriteTogether) {
   TempDir d;

@@ -40,7 +40,7 @@ TEST(FullDisk, NoSpaceIsAnErrorAndWritingResumes) {
   kvstore::Store s = kvstore::Store::open(path, o);
   int stored = 0;
   try {
-    for (;; ++stored) s.put("k" + std::to_string(stored), std::string(500, 'd'));
+    for (;; ++stored) s.put(std::string("k").append(std::to_string(stored)), std::string(500, 'd'));
   } catch (const kvstore::Error& e) {
     EXPECT_EQ(e.code(), kvstore::Errc::no_space) << e.what();
   }

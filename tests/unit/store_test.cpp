@@ -16,33 +16,18 @@
 #include <vector>
 #include <string>
 
+#include "../support/errors.hpp"
 #include "../support/temp_dir.hpp"
 
 using kvstore::Errc;
 using kvstore::Error;
 using kvstore::Options;
 using kvstore::Store;
+using kvstore::test::code_of;
 using kvstore::test::TempDir;
+using kvstore::test::tiny;
 
 namespace {
-
-Options tiny() {
-  Options o;
-  o.initial_size = 64 * 1024;
-  return o;
-}
-
-// Runs `fn` and returns the Errc it threw; fails the test if it threw nothing.
-template <class F>
-Errc code_of(F&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  ADD_FAILURE() << "no kvstore::Error thrown";
-  return Errc::invalid_argument;
-}
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
