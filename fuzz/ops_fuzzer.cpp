@@ -225,21 +225,23 @@ void view(Input& in, const kvstore::Store& s, const Model& m) {
 // What increment must return, by a parser of its own: nullopt when it must
 // refuse (not an optional '-' then digits, outside int64, or an overflow).
 std::optional<std::int64_t> model_increment(const std::optional<std::string>& value, std::int64_t delta) {
-  __int128 v = 0;
+  std::int64_t v = 0;
   if (value) {
     const std::string& t = *value;
-    const std::size_t first = !t.empty() && t[0] == '-' ? 1 : 0;
+    const bool negative = !t.empty() && t[0] == '-';
+    const std::size_t first = negative ? 1 : 0;
     if (first == t.size()) return std::nullopt;
+    // Accumulated as a negative number, so that INT64_MIN fits.
     for (std::size_t i = first; i < t.size(); ++i) {
-      if (t[i] < '0' || t[i] > '9' || v > (static_cast<__int128>(1) << 64)) return std::nullopt;
-      v = v * 10 + (t[i] - '0');
+      if (t[i] < '0' || t[i] > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, t[i] - '0', &v)) {
+        return std::nullopt;
+      }
     }
-    if (first == 1) v = -v;
-    if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
+    if (!negative && __builtin_mul_overflow(v, -1, &v)) return std::nullopt;
   }
-  v += delta;
-  if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
-  return static_cast<std::int64_t>(v);
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(v, delta, &r)) return std::nullopt;
+  return r;
 }
 
 void increment(Input& in, kvstore::Store& s, Model& m, const std::string& key) {

@@ -380,8 +380,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::pair{"rehash.filled", 2}, std::pair{"publish.before_rename", 3},
                       std::pair{"publish.after_rename", 3}, std::pair{"rebuild.copying", 20},
                       std::pair{"attach.slot_claimed", 1}),
-    [](const auto& info) {
-      std::string n = info.param.first;
+    [](const auto& point) {
+      std::string n = point.param.first;
       for (char& ch : n) {
         if (ch == '.') ch = '_';
       }
@@ -552,7 +552,7 @@ TEST(LockOwner, StalledConsumerDoesNotBlockWriters) {
   TempDir dir;
   const std::string path = dir.file("store.kv");
   kvstore::Store s = kvstore::Store::open(path, quick_timeout());
-  for (int i = 0; i < 100; ++i) s.put("k" + std::to_string(i), "v");
+  for (int i = 0; i < 100; ++i) s.put(std::string("k").append(std::to_string(i)), "v");
   int fds[2];
   ASSERT_EQ(::pipe(fds), 0);
   Reaper consumer{start_holder(path, fds[1], [](kvstore::Store& st, int ready) {

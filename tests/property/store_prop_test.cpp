@@ -36,7 +36,7 @@ struct Sut {
 
 // Keys from a small pool (so that updates and erases hit), binary bytes included.
 rc::Gen<std::string> gen_key() {
-  return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 64), [](int i) { return "k" + std::to_string(i); }),
+  return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 64), [](int i) { return std::string("k").append(std::to_string(i)); }),
                         rc::gen::resize(8, rc::gen::string<std::string>()));
 }
 
@@ -212,29 +212,31 @@ struct ViewAll : rc::state::Command<Model, Sut> {
 // Counter keys of their own, so that most increments meet numbers; any key
 // of the pool may be incremented too, and then usually holds no number.
 rc::Gen<std::string> gen_counter_key() {
-  return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 3), [](int i) { return "n" + std::to_string(i); }), gen_key());
+  return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 3), [](int i) { return std::string("n").append(std::to_string(i)); }), gen_key());
 }
 
 // What increment must do, computed independently of the library: nullopt
 // when it must refuse (not an optional '-' and digits, out of range, overflow).
 std::optional<std::int64_t> model_increment(const Model& m, const std::string& key, std::int64_t delta) {
   const auto it = m.find(key);
-  __int128 v = 0;
-  if (it != m.end()) {
-    const std::string& t = it->second;
-    std::size_t i = t.size() > 0 && t[0] == '-' ? 1 : 0;
-    if (i == t.size()) return std::nullopt;
-    for (std::size_t j = i; j < t.size(); ++j) {
-      if (t[j] < '0' || t[j] > '9') return std::nullopt;
-      v = v * 10 + (t[j] - '0');
-      if (v > (static_cast<__int128>(1) << 64)) return std::nullopt;
+  const std::optional<std::string> value = it == m.end() ? std::nullopt : std::optional(it->second);
+  std::int64_t v = 0;
+  if (value) {
+    const std::string& t = *value;
+    const bool negative = !t.empty() && t[0] == '-';
+    const std::size_t first = negative ? 1 : 0;
+    if (first == t.size()) return std::nullopt;
+    // Accumulated as a negative number, so that INT64_MIN fits.
+    for (std::size_t i = first; i < t.size(); ++i) {
+      if (t[i] < '0' || t[i] > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, t[i] - '0', &v)) {
+        return std::nullopt;
+      }
     }
-    if (i == 1) v = -v;
-    if (v < INT64_MIN || v > INT64_MAX) return std::nullopt;
+    if (!negative && __builtin_mul_overflow(v, -1, &v)) return std::nullopt;
   }
-  const __int128 r = v + delta;
-  if (r < INT64_MIN || r > INT64_MAX) return std::nullopt;
-  return static_cast<std::int64_t>(r);
+  std::int64_t r = 0;
+  if (__builtin_add_overflow(v, delta, &r)) return std::nullopt;
+  return r;
 }
 
 struct Increment : rc::state::Command<Model, Sut> {
