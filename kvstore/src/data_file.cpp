@@ -12,6 +12,7 @@
 #include <random>
 #include <bit>
 
+#include "allocator_check.hpp"
 #include "crash_point.hpp"
 #include "file_writer.hpp"
 #include "crc32c.hpp"
@@ -132,6 +133,29 @@ void DataFile::validate_root() const {
   }
   (void)resolve(r.first_chunk, sizeof(ChunkHeader));
   (void)resolve(r.last_chunk, sizeof(ChunkHeader));
+}
+
+std::string DataFile::allocator_problem() const {
+  // The blocks every mutation relies on: the root and the index (freed when it
+  // doubles), and the last chunk (appended to).
+  std::vector<HeldBlock> held{{root_offset_, sizeof(Root), "root"}};
+  try {
+    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+    held.push_back({reinterpret_cast<std::uintptr_t>(table()) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
+    if (const ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader)); c != nullptr) {
+      const std::uint64_t bytes = c->capacity > map_.size() ? map_.size() : sizeof(ChunkHeader) + c->capacity;
+      held.push_back({reinterpret_cast<std::uintptr_t>(c) - base, bytes, "last chunk"});  // NOLINT
+    }
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return check_allocator(map_.base(), map_.size(), std::move(held));
+}
+
+void DataFile::verify_allocator() const {
+  if (const std::string p = allocator_problem(); !p.empty()) {
+    throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
+  }
 }
 
 void DataFile::adopt_size() {
@@ -276,7 +300,19 @@ void DataFile::reserve_records(std::uint64_t bytes) {
 
 // ---------------------------------------------------------------- index
 
-Slot* DataFile::table() const { return resolve(root().table, root().slot_count * sizeof(Slot)); }
+Slot* DataFile::table() const {
+  // Every caller walks slot_count slots from here: both come from the file,
+  // so the size is checked before it sizes the bounds check (recovery reads
+  // the index of a file whose root it has not validated).
+  const Root& r = root();
+  const std::uint64_t n = r.slot_count;
+  if (n == 0 || (n & (n - 1)) != 0 || n > map_.size() / sizeof(Slot)) {
+    throw Error(Errc::corrupt, path_ + ": bad index size " + std::to_string(n), root_offset_);
+  }
+  Slot* t = resolve(r.table, n * sizeof(Slot));
+  if (t == nullptr) throw Error(Errc::corrupt, path_ + ": index missing", root_offset_);
+  return t;
+}
 
 std::uint64_t DataFile::probe(std::string_view key, std::uint64_t hash, bool& found) const {
   const Slot* t = table();
@@ -638,6 +674,9 @@ bool DataFile::repair_index() {
   } catch (const Error&) {
     return false;
   }
+  // In place means the allocator is used again as it is: if it is damaged,
+  // the full rebuild (which reads only records) is the recovery instead.
+  if (!allocator_problem().empty()) return false;
   bool clean_scan = true;
   std::uint64_t bytes = 0;
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
@@ -854,8 +893,9 @@ std::vector<std::string> DataFile::check() const {
 void DataFile::check_allocations(const std::function<void(const std::string&)>& problem) const {
   // The allocator's bookkeeping against ours: the blocks we hold (root, index,
   // chunks) lie inside the segment, do not overlap, and fit in what the
-  // allocator counts as handed out. Only the allocator's counters are read,
-  // never its trees, which a damaged file could make endless.
+  // allocator counts as handed out; then the allocator's own blocks and free
+  // tree, each of ours an allocated block among them (a bounded walk:
+  // allocator_check.hpp).
   struct Block {
     std::uint64_t begin;
     std::uint64_t end;
@@ -895,6 +935,10 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     problem("allocator counts " + std::to_string(segment_size - free) + " bytes in use, but the store holds " +
             std::to_string(held));
   }
+  std::vector<HeldBlock> held_blocks;
+  held_blocks.reserve(blocks.size());
+  for (const Block& b : blocks) held_blocks.push_back({b.begin, b.end - b.begin, b.what});
+  if (const std::string p = check_allocator(map_.base(), map_.size(), std::move(held_blocks)); !p.empty()) problem(p);
 }
 
 void DataFile::scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const {

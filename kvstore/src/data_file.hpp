@@ -63,6 +63,12 @@ class DataFile {
   }
   // Checks the root and the pointers it holds. Throws Error(corrupt).
   void validate_root() const;
+  // Walks the segment allocator's blocks and free tree (allocator_check.hpp)
+  // before anything allocates, frees or grows through them, for a file this
+  // process has not seen sound: first attach, recovery. Also proves that the
+  // root, the index and the last chunk are allocated blocks. Throws
+  // Error(corrupt) naming what is wrong.
+  void verify_allocator() const;
   // Maps the size the header now publishes (another handle grew the file).
   void adopt_size();
 
@@ -164,6 +170,8 @@ class DataFile {
   // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
   void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
+  // What is wrong with the allocator, or "" (allocator_check.hpp).
+  [[nodiscard]] std::string allocator_problem() const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 

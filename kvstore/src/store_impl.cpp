@@ -116,6 +116,9 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
       recover("the machine stopped before it was closed");
     } else {
       file_->validate_root();
+      // Nobody has used this file since it was last closed (or it was never
+      // ours): prove the allocator sound before the first put trusts it.
+      if (lock_->first()) file_->verify_allocator();
     }
     epoch_ = lock_->file_epoch();
   } catch (...) {
