@@ -135,6 +135,11 @@ void DataFile::validate_root() const {
   (void)resolve(r.last_chunk, sizeof(ChunkHeader));
 }
 
+std::string DataFile::without_path(const Error& e) const {
+  const std::string m = e.what();
+  return m.rfind(path_ + ": ", 0) == 0 ? m.substr(path_.size() + 2) : m;
+}
+
 std::string DataFile::allocator_problem() const {
   // The blocks every mutation relies on: the root and the index (freed when it
   // doubles), and the last chunk (appended to).
@@ -147,15 +152,32 @@ std::string DataFile::allocator_problem() const {
       held.push_back({reinterpret_cast<std::uintptr_t>(c) - base, bytes, "last chunk"});  // NOLINT
     }
   } catch (const Error& e) {
-    return e.what();
+    return without_path(e);
   }
   return check_allocator(map_.base(), map_.size(), std::move(held));
 }
 
-void DataFile::verify_allocator() const {
-  if (const std::string p = allocator_problem(); !p.empty()) {
-    throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
+std::string DataFile::chunk_tail_problem() const {
+  // Appends go to root.last_chunk, and a new chunk is linked after it. Were it
+  // not the end of the list, its records would replay out of order, and the
+  // new link would cut off the chunks after it (their records lost to the
+  // next recovery). One read per chunk.
+  try {
+    const ChunkHeader* tail = nullptr;
+    scan_chunk_list([&](const ChunkHeader& c) { tail = &c; });
+    if (tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
+      return "the last chunk is not the end of the chunk list";
+    }
+  } catch (const Error& e) {
+    return without_path(e);
   }
+  return {};
+}
+
+void DataFile::verify_for_writes() const {
+  std::string p = allocator_problem();
+  if (p.empty()) p = chunk_tail_problem();
+  if (!p.empty()) throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
 }
 
 void DataFile::adopt_size() {
@@ -692,6 +714,17 @@ bool DataFile::repair_index() {
     t[i] = Slot{hash, offset};
     crash_point("repair_index.inserting");
   });
+  // A writer that died between linking a new chunk and publishing it as the
+  // last one left root.last_chunk short of the end (the chunks after it are
+  // empty): appends go to the real end again. The scan just followed the list.
+  const ChunkHeader* tail = nullptr;
+  std::uint64_t chunks = 0;
+  scan_chunk_list([&](const ChunkHeader& c) {
+    tail = &c;
+    ++chunks;
+  });
+  r.last_chunk = const_cast<ChunkHeader*>(tail);  // NOLINT: the mapping is ours to write
+  r.chunks = chunks;
   r.keys = latest.live_keys();
   r.key_bytes = latest.live_key_bytes();
   r.value_bytes = latest.live_value_bytes();
@@ -839,6 +872,7 @@ std::vector<std::string> DataFile::check() const {
   const LatestIndex latest = replay(problem, &bytes, false);
   const std::uint64_t live_keys = latest.live_keys();
   const Root& r = root();
+  if (const std::string p = chunk_tail_problem(); !p.empty()) problem(p);
   if (bytes != r.record_bytes) {
     problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +
             std::to_string(bytes));

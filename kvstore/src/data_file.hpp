@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "format.hpp"
+#include "kvstore/error.hpp"
 #include "layout.hpp"
 #include "mapping.hpp"
 #include "record.hpp"
@@ -63,12 +64,12 @@ class DataFile {
   }
   // Checks the root and the pointers it holds. Throws Error(corrupt).
   void validate_root() const;
-  // Walks the segment allocator's blocks and free tree (allocator_check.hpp)
-  // before anything allocates, frees or grows through them, for a file this
-  // process has not seen sound: first attach, recovery. Also proves that the
-  // root, the index and the last chunk are allocated blocks. Throws
+  // What every write trusts, checked for a file nobody has used since it was
+  // last closed (the first attach): the segment allocator's blocks and free
+  // tree (allocator_check.hpp), the root, the index and the last chunk each
+  // an allocated block, and the last chunk the end of the chunk list. Throws
   // Error(corrupt) naming what is wrong.
-  void verify_allocator() const;
+  void verify_for_writes() const;
   // Maps the size the header now publishes (another handle grew the file).
   void adopt_size();
 
@@ -172,6 +173,10 @@ class DataFile {
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
   // What is wrong with the allocator, or "" (allocator_check.hpp).
   [[nodiscard]] std::string allocator_problem() const;
+  // Whether root.last_chunk is the end of the chunk list, or what is wrong.
+  [[nodiscard]] std::string chunk_tail_problem() const;
+  // An Error's message without the leading "path: ".
+  [[nodiscard]] std::string without_path(const Error& e) const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
