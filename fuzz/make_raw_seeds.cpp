@@ -90,10 +90,10 @@ int main(int argc, char** argv) {
           s.apply({{"b1", "x", false}, {"b2", "y", false}, {"key1", "", true}});
           s.compact();
         }));
-  // Grown from 8 KiB past several grows: many chunks, old index tables freed
+  // Grown from 8 KiB past three grows: many chunks, old index tables freed
   // (a free tree of several nodes), the file's end block moved each time.
   write(out / "grown", make(scratch, [](kvstore::Store& s) {
-          for (int i = 0; s.stats().grows < 2; ++i) s.put("g" + std::to_string(i), std::string(100, 'g'));
+          for (int i = 0; s.stats().grows < 3; ++i) s.put("g" + std::to_string(i), std::string(100, 'g'));
           some_keys(s, 30);
         }, true));
   // A batch whose last record never came: the writer died inside apply().
