@@ -140,16 +140,25 @@ std::string DataFile::without_path(const Error& e) const {
   return m.rfind(path_ + ": ", 0) == 0 ? m.substr(path_.size() + 2) : m;
 }
 
-std::string DataFile::allocator_problem() const {
-  // The blocks every mutation relies on: the root and the index (freed when it
-  // doubles), and the last chunk (appended to).
+std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
+  // The blocks writes rely on: the root and the index (freed when it
+  // doubles), the last chunk (appended to), and every other chunk (were one
+  // in free space, a new block would overwrite records the index points at).
+  // Appends go to root.last_chunk and a new chunk is linked after it: were it
+  // not the end of the list, its records would replay out of order, and the
+  // new link would cut off the chunks after it (lost to the next recovery).
+  // One read per chunk, on the page the allocator walk reads anyway.
   std::vector<HeldBlock> held{{root_offset_, sizeof(Root), "root"}};
   try {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
     held.push_back({reinterpret_cast<std::uintptr_t>(table()) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
-    if (const ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader)); c != nullptr) {
-      const std::uint64_t bytes = c->capacity > map_.size() ? map_.size() : sizeof(ChunkHeader) + c->capacity;
-      held.push_back({reinterpret_cast<std::uintptr_t>(c) - base, bytes, "last chunk"});  // NOLINT
+    const ChunkHeader* tail = nullptr;
+    scan_chunk_list([&](const ChunkHeader& c) {
+      tail = &c;
+      held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
+    });
+    if (last_chunk_at_end && tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
+      return "the last chunk is not the end of the chunk list";
     }
   } catch (const Error& e) {
     return without_path(e);
@@ -158,10 +167,6 @@ std::string DataFile::allocator_problem() const {
 }
 
 std::string DataFile::chunk_tail_problem() const {
-  // Appends go to root.last_chunk, and a new chunk is linked after it. Were it
-  // not the end of the list, its records would replay out of order, and the
-  // new link would cut off the chunks after it (their records lost to the
-  // next recovery). One read per chunk.
   try {
     const ChunkHeader* tail = nullptr;
     scan_chunk_list([&](const ChunkHeader& c) { tail = &c; });
@@ -175,9 +180,9 @@ std::string DataFile::chunk_tail_problem() const {
 }
 
 void DataFile::verify_for_writes() const {
-  std::string p = allocator_problem();
-  if (p.empty()) p = chunk_tail_problem();
-  if (!p.empty()) throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
+  if (const std::string p = problem_for_writes(true); !p.empty()) {
+    throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
+  }
 }
 
 void DataFile::adopt_size() {
@@ -698,7 +703,8 @@ bool DataFile::repair_index() {
   }
   // In place means the allocator is used again as it is: if it is damaged,
   // the full rebuild (which reads only records) is the recovery instead.
-  if (!allocator_problem().empty()) return false;
+  // (The last chunk may be one short of the end: set right below.)
+  if (!problem_for_writes(false).empty()) return false;
   bool clean_scan = true;
   std::uint64_t bytes = 0;
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
