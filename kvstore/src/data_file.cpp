@@ -372,7 +372,15 @@ bool DataFile::find(std::string_view key, RecordView& out) const {
 }
 
 void DataFile::reserve_slots(std::uint64_t extra_keys) {
+  (void)table();  // checks slot_count, which the loop below doubles
   const Root& r = root();
+  // A damaged key count that passed validate_root and then wrapped below zero
+  // would make the doubling below overflow (n to 0: an endless loop).
+  if (r.keys >= r.slot_count) {
+    throw Error(Errc::corrupt, path_ + ": key count " + std::to_string(r.keys) + " does not fit the index of " +
+                                   std::to_string(r.slot_count) + " slots; run kvtool check",
+                root_offset_);
+  }
   const std::uint64_t need = r.keys + extra_keys;
   std::uint64_t n = r.slot_count;
   while (need * 4 > n * 3) n *= 2;  // load factor at most 3/4
@@ -427,7 +435,7 @@ void DataFile::remove_slot(std::uint64_t i) {
   r.dead_bytes += old.size;
   r.key_bytes -= old.key.size();
   r.value_bytes -= old.value.size();
-  --r.keys;
+  if (r.keys != 0) --r.keys;  // a damaged count must not wrap: see reserve_slots
   crash_point("erase.counted");
   // Backward-shift deletion: pull later entries of the run into the hole so that
   // every key stays reachable from its home slot without tombstones.

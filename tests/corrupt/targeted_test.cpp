@@ -147,6 +147,32 @@ TEST_F(Targeted, SegmentSizeDamaged) {
   expect_recovered(f);
 }
 
+TEST_F(Targeted, KeyCountTooLow) {
+  // root.keys 0 over a full index passes the root's checks; erasing then took
+  // it below zero, and the next put's index doubling never ended.
+  std::string f = good_;
+  set64(f, root_ + 24, 0);
+  write_file(path_, f);
+  std::filesystem::remove(path_ + ".lock");
+  try {
+    kvstore::Store s = kvstore::Store::open(path_);
+    for (int i = 0; i < 10; ++i) {
+      try {
+        (void)s.erase("key" + std::to_string(i));
+        (void)s.erase("key" + std::to_string(i + 100));
+        s.put("new" + std::to_string(i), "v");
+        s.apply({{"b" + std::to_string(i), "1", false}, {"key" + std::to_string(i + 10), "", true}});
+      } catch (const kvstore::Error& e) {
+        EXPECT_EQ(e.code(), kvstore::Errc::corrupt) << e.what();
+      }
+    }
+    EXPECT_LT(s.size(), static_cast<std::size_t>(kKeys));
+    EXPECT_FALSE(s.check().empty());
+  } catch (const kvstore::Error& e) {
+    EXPECT_EQ(e.code(), kvstore::Errc::corrupt) << e.what();
+  }
+}
+
 TEST_F(Targeted, CheckNamesTheDamage) {
   std::string f = good_;
   point(f, root_ + kLastChunk, target(f, root_ + kFirstChunk));
