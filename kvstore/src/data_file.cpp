@@ -12,6 +12,7 @@
 #include <random>
 #include <bit>
 
+#include "allocator_check.hpp"
 #include "crash_point.hpp"
 #include "file_writer.hpp"
 #include "crc32c.hpp"
@@ -132,6 +133,56 @@ void DataFile::validate_root() const {
   }
   (void)resolve(r.first_chunk, sizeof(ChunkHeader));
   (void)resolve(r.last_chunk, sizeof(ChunkHeader));
+}
+
+std::string DataFile::without_path(const Error& e) const {
+  const std::string m = e.what();
+  return m.rfind(path_ + ": ", 0) == 0 ? m.substr(path_.size() + 2) : m;
+}
+
+std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
+  // The blocks writes rely on: the root and the index (freed when it
+  // doubles), the last chunk (appended to), and every other chunk (were one
+  // in free space, a new block would overwrite records the index points at).
+  // Appends go to root.last_chunk and a new chunk is linked after it: were it
+  // not the end of the list, its records would replay out of order, and the
+  // new link would cut off the chunks after it (lost to the next recovery).
+  // One read per chunk, on the page the allocator walk reads anyway.
+  std::vector<HeldBlock> held{{root_offset_, sizeof(Root), "root"}};
+  try {
+    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+    held.push_back({reinterpret_cast<std::uintptr_t>(table()) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
+    const ChunkHeader* tail = nullptr;
+    scan_chunk_list([&](const ChunkHeader& c) {
+      tail = &c;
+      held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
+    });
+    if (last_chunk_at_end && tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
+      return "the last chunk is not the end of the chunk list";
+    }
+  } catch (const Error& e) {
+    return without_path(e);
+  }
+  return check_allocator(map_.base(), map_.size(), std::move(held));
+}
+
+std::string DataFile::chunk_tail_problem() const {
+  try {
+    const ChunkHeader* tail = nullptr;
+    scan_chunk_list([&](const ChunkHeader& c) { tail = &c; });
+    if (tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
+      return "the last chunk is not the end of the chunk list";
+    }
+  } catch (const Error& e) {
+    return without_path(e);
+  }
+  return {};
+}
+
+void DataFile::verify_for_writes() const {
+  if (const std::string p = problem_for_writes(true); !p.empty()) {
+    throw Error(Errc::corrupt, path_ + ": " + p + "; run kvtool check --repair");
+  }
 }
 
 void DataFile::adopt_size() {
@@ -276,7 +327,19 @@ void DataFile::reserve_records(std::uint64_t bytes) {
 
 // ---------------------------------------------------------------- index
 
-Slot* DataFile::table() const { return resolve(root().table, root().slot_count * sizeof(Slot)); }
+Slot* DataFile::table() const {
+  // Every caller walks slot_count slots from here: both come from the file,
+  // so the size is checked before it sizes the bounds check (recovery reads
+  // the index of a file whose root it has not validated).
+  const Root& r = root();
+  const std::uint64_t n = r.slot_count;
+  if (n == 0 || (n & (n - 1)) != 0 || n > map_.size() / sizeof(Slot)) {
+    throw Error(Errc::corrupt, path_ + ": bad index size " + std::to_string(n), root_offset_);
+  }
+  Slot* t = resolve(r.table, n * sizeof(Slot));
+  if (t == nullptr) throw Error(Errc::corrupt, path_ + ": index missing", root_offset_);
+  return t;
+}
 
 std::uint64_t DataFile::probe(std::string_view key, std::uint64_t hash, bool& found) const {
   const Slot* t = table();
@@ -309,7 +372,15 @@ bool DataFile::find(std::string_view key, RecordView& out) const {
 }
 
 void DataFile::reserve_slots(std::uint64_t extra_keys) {
+  (void)table();  // checks slot_count, which the loop below doubles
   const Root& r = root();
+  // A damaged key count that passed validate_root and then wrapped below zero
+  // would make the doubling below overflow (n to 0: an endless loop).
+  if (r.keys >= r.slot_count) {
+    throw Error(Errc::corrupt, path_ + ": key count " + std::to_string(r.keys) + " does not fit the index of " +
+                                   std::to_string(r.slot_count) + " slots; run kvtool check",
+                root_offset_);
+  }
   const std::uint64_t need = r.keys + extra_keys;
   std::uint64_t n = r.slot_count;
   while (need * 4 > n * 3) n *= 2;  // load factor at most 3/4
@@ -364,7 +435,7 @@ void DataFile::remove_slot(std::uint64_t i) {
   r.dead_bytes += old.size;
   r.key_bytes -= old.key.size();
   r.value_bytes -= old.value.size();
-  --r.keys;
+  if (r.keys != 0) --r.keys;  // a damaged count must not wrap: see reserve_slots
   crash_point("erase.counted");
   // Backward-shift deletion: pull later entries of the run into the hole so that
   // every key stays reachable from its home slot without tombstones.
@@ -638,6 +709,10 @@ bool DataFile::repair_index() {
   } catch (const Error&) {
     return false;
   }
+  // In place means the allocator is used again as it is: if it is damaged,
+  // the full rebuild (which reads only records) is the recovery instead.
+  // (The last chunk may be one short of the end: set right below.)
+  if (!problem_for_writes(false).empty()) return false;
   bool clean_scan = true;
   std::uint64_t bytes = 0;
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
@@ -653,6 +728,17 @@ bool DataFile::repair_index() {
     t[i] = Slot{hash, offset};
     crash_point("repair_index.inserting");
   });
+  // A writer that died between linking a new chunk and publishing it as the
+  // last one left root.last_chunk short of the end (the chunks after it are
+  // empty): appends go to the real end again. The scan just followed the list.
+  const ChunkHeader* tail = nullptr;
+  std::uint64_t chunks = 0;
+  scan_chunk_list([&](const ChunkHeader& c) {
+    tail = &c;
+    ++chunks;
+  });
+  r.last_chunk = const_cast<ChunkHeader*>(tail);  // NOLINT: the mapping is ours to write
+  r.chunks = chunks;
   r.keys = latest.live_keys();
   r.key_bytes = latest.live_key_bytes();
   r.value_bytes = latest.live_value_bytes();
@@ -800,6 +886,7 @@ std::vector<std::string> DataFile::check() const {
   const LatestIndex latest = replay(problem, &bytes, false);
   const std::uint64_t live_keys = latest.live_keys();
   const Root& r = root();
+  if (const std::string p = chunk_tail_problem(); !p.empty()) problem(p);
   if (bytes != r.record_bytes) {
     problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +
             std::to_string(bytes));
@@ -854,8 +941,9 @@ std::vector<std::string> DataFile::check() const {
 void DataFile::check_allocations(const std::function<void(const std::string&)>& problem) const {
   // The allocator's bookkeeping against ours: the blocks we hold (root, index,
   // chunks) lie inside the segment, do not overlap, and fit in what the
-  // allocator counts as handed out. Only the allocator's counters are read,
-  // never its trees, which a damaged file could make endless.
+  // allocator counts as handed out; then the allocator's own blocks and free
+  // tree, each of ours an allocated block among them (a bounded walk:
+  // allocator_check.hpp).
   struct Block {
     std::uint64_t begin;
     std::uint64_t end;
@@ -895,6 +983,10 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     problem("allocator counts " + std::to_string(segment_size - free) + " bytes in use, but the store holds " +
             std::to_string(held));
   }
+  std::vector<HeldBlock> held_blocks;
+  held_blocks.reserve(blocks.size());
+  for (const Block& b : blocks) held_blocks.push_back({b.begin, b.end - b.begin, b.what});
+  if (const std::string p = check_allocator(map_.base(), map_.size(), std::move(held_blocks)); !p.empty()) problem(p);
 }
 
 void DataFile::scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "format.hpp"
+#include "kvstore/error.hpp"
 #include "layout.hpp"
 #include "mapping.hpp"
 #include "record.hpp"
@@ -63,6 +64,12 @@ class DataFile {
   }
   // Checks the root and the pointers it holds. Throws Error(corrupt).
   void validate_root() const;
+  // What every write trusts, checked for a file nobody has used since it was
+  // last closed (the first attach): the segment allocator's blocks and free
+  // tree (allocator_check.hpp), the root, the index and every chunk each an
+  // allocated block, and the last chunk the end of the chunk list. Throws
+  // Error(corrupt) naming what is wrong.
+  void verify_for_writes() const;
   // Maps the size the header now publishes (another handle grew the file).
   void adopt_size();
 
@@ -164,6 +171,12 @@ class DataFile {
   // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
   void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
+  // What is wrong with what writes trust (see verify_for_writes), or "".
+  [[nodiscard]] std::string problem_for_writes(bool last_chunk_at_end) const;
+  // Whether root.last_chunk is the end of the chunk list, or what is wrong.
+  [[nodiscard]] std::string chunk_tail_problem() const;
+  // An Error's message without the leading "path: ".
+  [[nodiscard]] std::string without_path(const Error& e) const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 

@@ -199,6 +199,10 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
       recover("the machine stopped before it was closed");
     } else {
       file_->validate_root();
+      // Nobody has used this file since it was last closed (or it was never
+      // ours): prove the allocator and the chunk list's end sound before the
+      // first put trusts them.
+      if (lock_->first()) file_->verify_for_writes();
     }
     epoch_ = lock_->file_epoch();
   } catch (...) {
