@@ -17,13 +17,13 @@
 #include "file_writer.hpp"
 #include "crc32c.hpp"
 #include "hash.hpp"
+#include "hash_index.hpp"
 #include "kvstore/error.hpp"
 #include "latest_index.hpp"
 
 namespace kvstore::detail {
 namespace {
 
-constexpr std::uint64_t kInitialSlots = 64;
 constexpr std::uint64_t kMinChunk = 16 * 1024;
 constexpr std::uint64_t kMaxChunk = 8 * 1024 * 1024;
 constexpr std::uint64_t kMaxGrowStep = std::uint64_t{1} << 30;
@@ -69,13 +69,13 @@ void DataFile::format(std::uint64_t size) {
   auto* h = new (map_.base()) FileHeader{};
   SegmentBuffer segment(bip::create_only, map_.base() + kHeaderSize, size - kHeaderSize);
   void* r = segment.allocate(sizeof(Root), std::nothrow);
-  void* t = segment.allocate(kInitialSlots * sizeof(Slot), std::nothrow);
+  void* t = segment.allocate(HashIndex::kInitialSlots * sizeof(Slot), std::nothrow);
   if (r == nullptr || t == nullptr) throw Error(Errc::invalid_argument, path_ + ": initial size too small");
-  std::memset(t, 0, kInitialSlots * sizeof(Slot));
+  std::memset(t, 0, HashIndex::kInitialSlots * sizeof(Slot));
   auto* root = new (r) Root{};
   root->magic = kRootMagic;
   root->table = static_cast<Slot*>(t);
-  root->slot_count = kInitialSlots;
+  root->slot_count = HashIndex::kInitialSlots;
   root_offset_ = static_cast<std::uint64_t>(static_cast<char*>(r) - map_.base());
   std::random_device rd;
   seed_ = (std::uint64_t{rd()} << 32) ^ rd();
@@ -151,7 +151,7 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
   std::vector<HeldBlock> held{{root_offset_, sizeof(Root), "root"}};
   try {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
-    held.push_back({reinterpret_cast<std::uintptr_t>(table()) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
+    held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
     const ChunkHeader* tail = nullptr;
     scan_chunk_list([&](const ChunkHeader& c) {
       tail = &c;
@@ -327,7 +327,7 @@ void DataFile::reserve_records(std::uint64_t bytes) {
 
 // ---------------------------------------------------------------- index
 
-Slot* DataFile::table() const {
+HashIndex DataFile::index() const {
   // Every caller walks slot_count slots from here: both come from the file,
   // so the size is checked before it sizes the bounds check (recovery reads
   // the index of a file whose root it has not validated).
@@ -338,32 +338,21 @@ Slot* DataFile::table() const {
   }
   Slot* t = resolve(r.table, n * sizeof(Slot));
   if (t == nullptr) throw Error(Errc::corrupt, path_ + ": index missing", root_offset_);
-  return t;
+  return {t, n};
 }
 
 std::uint64_t DataFile::probe(std::string_view key, std::uint64_t hash, bool& found) const {
-  const Slot* t = table();
-  const std::uint64_t mask = root().slot_count - 1;
-  for (std::uint64_t n = 0; n <= mask; ++n) {
-    const std::uint64_t i = (hash + n) & mask;
-    const Slot& s = t[i];
-    if (s.offset == 0) {
-      found = false;
-      return i;
-    }
-    if (s.hash == hash && record_at(s.offset).key == key) {
-      found = true;
-      return i;
-    }
-  }
-  throw Error(Errc::corrupt, path_ + ": index has no free slot", root_offset_);
+  const std::uint64_t i =
+      index().probe(hash, [&](std::uint64_t offset) { return record_at(offset).key == key; }, found);
+  if (i == HashIndex::kFull) throw Error(Errc::corrupt, path_ + ": index has no free slot", root_offset_);
+  return i;
 }
 
 bool DataFile::find(std::string_view key, RecordView& out) const {
   bool found = false;
   const std::uint64_t i = probe(key, key_hash(key, seed_), found);
   if (!found) return false;
-  out = record_at(table()[i].offset);
+  out = record_at(index()[i].offset);
   if (out.type != RecordType::put || !record_intact(out)) {
     throw Error(Errc::corrupt, path_ + ": record at " + hex_offset(out.offset) + " fails its checksum; run kvtool check",
                 out.offset);
@@ -372,7 +361,7 @@ bool DataFile::find(std::string_view key, RecordView& out) const {
 }
 
 void DataFile::reserve_slots(std::uint64_t extra_keys) {
-  (void)table();  // checks slot_count, which the loop below doubles
+  (void)index();  // checks slot_count, which slots_for() below doubles
   const Root& r = root();
   // A damaged key count that passed validate_root and then wrapped below zero
   // would make the doubling below overflow (n to 0: an endless loop).
@@ -381,32 +370,24 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
                                    std::to_string(r.slot_count) + " slots; run kvtool check",
                 root_offset_);
   }
-  const std::uint64_t need = r.keys + extra_keys;
-  std::uint64_t n = r.slot_count;
-  while (need * 4 > n * 3) n *= 2;  // load factor at most 3/4
+  const std::uint64_t n = HashIndex::slots_for(r.keys + extra_keys, r.slot_count);
   if (n == r.slot_count) return;
   auto* fresh = static_cast<Slot*>(allocate(n * sizeof(Slot)));
   std::memset(fresh, 0, n * sizeof(Slot));
   Root& root_now = root();
-  const Slot* old = table();
-  const std::uint64_t mask = n - 1;
-  for (std::uint64_t i = 0; i < root_now.slot_count; ++i) {
-    if (old[i].offset == 0) continue;
-    std::uint64_t j = old[i].hash & mask;
-    while (fresh[j].offset != 0) j = (j + 1) & mask;
-    fresh[j] = old[i];
-  }
+  const HashIndex old = index();
+  old.rehash_into(HashIndex(fresh, n));
   crash_point("rehash.filled");
   const AllocatorPhase phase(*this);
   root_now.table = fresh;
   root_now.slot_count = n;
-  segment()->deallocate(const_cast<Slot*>(old));
+  segment()->deallocate(&old[0]);
 }
 
 void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r) {
   bool found = false;
   const std::uint64_t i = probe(r.key, hash, found);
-  Slot& s = table()[i];
+  Slot& s = index()[i];
   Root& root_now = root();
   if (found) {
     const RecordView old = record_at(s.offset);
@@ -429,28 +410,15 @@ bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
 }
 
 void DataFile::remove_slot(std::uint64_t i) {
-  Slot* t = table();
+  const HashIndex ix = index();
   Root& r = root();
-  const RecordView old = record_at(t[i].offset);
+  const RecordView old = record_at(ix[i].offset);
   r.dead_bytes += old.size;
   r.key_bytes -= old.key.size();
   r.value_bytes -= old.value.size();
   if (r.keys != 0) --r.keys;  // a damaged count must not wrap: see reserve_slots
   crash_point("erase.counted");
-  // Backward-shift deletion: pull later entries of the run into the hole so that
-  // every key stays reachable from its home slot without tombstones.
-  const std::uint64_t mask = r.slot_count - 1;
-  std::uint64_t j = i;
-  for (std::uint64_t n = 0; n < mask; ++n) {  // bounded: a damaged index may have no empty slot
-    j = (j + 1) & mask;
-    if (t[j].offset == 0) break;
-    const std::uint64_t home = t[j].hash & mask;
-    const bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
-    if (stays) continue;
-    t[i] = t[j];
-    i = j;
-  }
-  t[i] = Slot{0, 0};
+  ix.remove(i);
 }
 
 // ---------------------------------------------------------------- mutations
@@ -542,18 +510,7 @@ void DataFile::sync_tail() {
 
 // ---------------------------------------------------------------- iteration
 
-std::vector<std::uint64_t> DataFile::live_offsets() const {
-  std::vector<std::uint64_t> out;
-  out.reserve(root().keys);
-  const Slot* t = table();
-  const std::uint64_t n = root().slot_count;
-  for (std::uint64_t i = 0; i < n; ++i) {
-    if (t[i].offset != 0) out.push_back(t[i].offset);
-  }
-  // File order: the caller then reads the records sequentially.
-  std::sort(out.begin(), out.end());
-  return out;
-}
+std::vector<std::uint64_t> DataFile::live_offsets() const { return index().live_offsets(); }
 
 void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
                           const std::function<void(const std::string&)>& problem, bool salvage) const {
@@ -692,11 +649,7 @@ std::uint64_t DataFile::indexed_keys_unknown_to(const LatestIndex& latest) const
   // ever points at complete records. (Offsets only: no record is read.)
   std::uint64_t unknown = 0;
   try {
-    const Slot* t = table();
-    const std::uint64_t n = root().slot_count;
-    for (std::uint64_t i = 0; i < n; ++i) {
-      if (t[i].offset != 0 && !latest.visited(t[i].offset)) ++unknown;
-    }
+    index().for_each([&](std::uint64_t, const Slot& s) { unknown += latest.visited(s.offset) ? 0 : 1; });
   } catch (const Error&) {
     // No usable index to compare with.
   }
@@ -718,14 +671,11 @@ bool DataFile::repair_index() {
   const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
   if (!clean_scan || indexed_keys_unknown_to(latest) != 0) return false;  // not a dead writer's mess
   Root& r = root();
-  if (latest.live_keys() * 4 > r.slot_count * 3) return false;
-  Slot* t = table();
-  std::memset(t, 0, r.slot_count * sizeof(Slot));
-  const std::uint64_t mask = r.slot_count - 1;
+  if (!HashIndex::fits(latest.live_keys(), r.slot_count)) return false;
+  const HashIndex ix = index();
+  std::memset(&ix[0], 0, ix.count() * sizeof(Slot));
   latest.for_each_live([&](std::uint64_t hash, std::uint64_t offset) {
-    std::uint64_t i = hash & mask;
-    while (t[i].offset != 0) i = (i + 1) & mask;
-    t[i] = Slot{hash, offset};
+    ix.insert_new(hash, offset);
     crash_point("repair_index.inserting");
   });
   // A writer that died between linking a new chunk and publishing it as the
@@ -763,9 +713,7 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   });
   const std::uint64_t live_keys = latest.live_keys();
   const std::uint64_t live_bytes = latest.live_record_bytes();
-  std::uint64_t slots = kInitialSlots;
-  while (live_keys * 4 > slots * 3) slots *= 2;
-  const std::uint64_t estimate = kHeaderSize + 64 * 1024 + slots * sizeof(Slot) +
+  const std::uint64_t estimate = kHeaderSize + 64 * 1024 + HashIndex::slots_for(live_keys) * sizeof(Slot) +
                                  sizeof(ChunkHeader) + live_bytes;
   // The records stream straight to the new file; the rest (header, allocator,
   // index) is built in private memory and written after them (file_writer.hpp).
@@ -792,8 +740,8 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   FileWriter out(path, d.map_.size());
   out.set_stream_begin(records_begin);
   const std::uint64_t records_end = records_begin + live_bytes;
-  Slot* table = d.table();
-  const std::uint64_t mask = d.root().slot_count - 1;
+  const HashIndex table = d.index();
+  const std::uint64_t mask = table.count() - 1;
   auto copy = [&](const RecordView& r, std::uint64_t hash) {
     const std::uint64_t offset = out.stream_position();
     if (r.size > records_end - offset) {
@@ -813,9 +761,7 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
       out.append(r.value.data(), r.value.size());
       out.append(kZeros, r.size - sizeof h - r.key.size() - r.value.size());
     }
-    std::uint64_t i = hash & mask;
-    while (table[i].offset != 0) i = (i + 1) & mask;
-    table[i] = Slot{hash, offset};
+    table.insert_new(hash, offset);
     crash_point("rebuild.copying");
   };
   // Records in groups, each record's slot prefetched before the group is
@@ -896,9 +842,8 @@ std::vector<std::string> DataFile::check() const {
   std::uint64_t key_bytes = 0;
   std::uint64_t value_bytes = 0;
   try {
-    const Slot* t = table();
-    const std::uint64_t mask = r.slot_count - 1;
-    for (std::uint64_t i = 0; i <= mask && problems.size() < 100; ++i) {
+    const HashIndex t = index();
+    for (std::uint64_t i = 0; i < t.count() && problems.size() < 100; ++i) {
       if (t[i].offset == 0) continue;
       ++indexed;
       const RecordView rec = record_at(t[i].offset);
@@ -952,7 +897,7 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
   std::vector<Block> blocks{{root_offset_, root_offset_ + sizeof(Root), "root"}};
   try {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
-    const auto t = reinterpret_cast<std::uintptr_t>(table()) - base;   // NOLINT
+    const auto t = reinterpret_cast<std::uintptr_t>(&index()[0]) - base;   // NOLINT
     blocks.push_back({t, t + root().slot_count * sizeof(Slot), "index"});
     scan_chunk_list([&](const ChunkHeader& c) {
       const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT

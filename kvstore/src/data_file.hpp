@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "format.hpp"
+#include "hash_index.hpp"
 #include "kvstore/error.hpp"
 #include "layout.hpp"
 #include "mapping.hpp"
@@ -141,7 +142,8 @@ class DataFile {
   [[nodiscard]] SegmentManager* segment() const noexcept {
     return reinterpret_cast<SegmentManager*>(map_.base() + kHeaderSize);  // NOLINT
   }
-  [[nodiscard]] Slot* table() const;
+  // The index, its size and place checked. Throws Error(corrupt).
+  [[nodiscard]] HashIndex index() const;
   [[nodiscard]] RecordView record_at(std::uint64_t offset) const;
   // Slot index of `key` (found) or of the empty slot where it would go.
   std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;

@@ -1,6 +1,7 @@
 #include "latest_index.hpp"
 
 #include "format.hpp"
+#include "hash_index.hpp"
 
 namespace kvstore::detail {
 
@@ -8,7 +9,7 @@ LatestIndex::LatestIndex(std::uint64_t expected, RecordAt record_at, std::uint64
     : record_at_(std::move(record_at)), visited_(file_size / kRecordAlign + 1, false) {
   std::uint64_t n = 1024;
   while (n < expected * 2) n *= 2;
-  memory_ = AnonymousMemory(n * sizeof(Entry));
+  memory_ = AnonymousMemory(n * sizeof(Slot));
   slot_count_ = n;
 }
 
@@ -16,7 +17,7 @@ std::uint64_t LatestIndex::find_slot(std::uint64_t hash, std::string_view key) c
   // Bounded: rehash() keeps the table at most half full.
   const std::uint64_t mask = slot_count_ - 1;
   for (std::uint64_t i = hash & mask;; i = (i + 1) & mask) {
-    const Entry& e = slots()[i];
+    const Slot& e = slots()[i];
     if (e.offset == 0 || (e.hash == hash && record_at_(e.offset & ~kErased).key == key)) return i;
   }
 }
@@ -51,7 +52,7 @@ void LatestIndex::finish() {
 
 void LatestIndex::apply(std::uint64_t hash, const RecordView& r) {
   if ((used_ + 1) * 2 > slot_count_) rehash();
-  Entry& e = slots()[find_slot(hash, r.key)];
+  Slot& e = slots()[find_slot(hash, r.key)];
   if (e.offset == 0) {
     e.hash = hash;
     ++used_;
@@ -63,23 +64,16 @@ void LatestIndex::apply(std::uint64_t hash, const RecordView& r) {
 }
 
 std::uint64_t LatestIndex::find_live(std::uint64_t hash, std::string_view key) const {
-  const Entry& e = slots()[find_slot(hash, key)];
+  const Slot& e = slots()[find_slot(hash, key)];
   return (e.offset & kErased) != 0 ? 0 : e.offset;
 }
 
 void LatestIndex::rehash() {
   AnonymousMemory old = std::move(memory_);
-  const auto* from = reinterpret_cast<const Entry*>(old.data());  // NOLINT
-  const std::uint64_t old_count = slot_count_;
+  const HashIndex from(reinterpret_cast<Slot*>(old.data()), slot_count_);  // NOLINT: the memory holds Slots
   slot_count_ *= 2;
-  memory_ = AnonymousMemory(slot_count_ * sizeof(Entry));
-  const std::uint64_t mask = slot_count_ - 1;
-  for (std::uint64_t i = 0; i < old_count; ++i) {
-    if (from[i].offset == 0) continue;
-    std::uint64_t j = from[i].hash & mask;
-    while (slots()[j].offset != 0) j = (j + 1) & mask;
-    slots()[j] = from[i];
-  }
+  memory_ = AnonymousMemory(slot_count_ * sizeof(Slot));
+  from.rehash_into(HashIndex(slots(), slot_count_));
 }
 
 void LatestIndex::mark_visited(std::uint64_t offset) {

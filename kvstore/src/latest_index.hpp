@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "layout.hpp"
 #include "mapping.hpp"
 #include "record.hpp"
 
@@ -35,7 +36,7 @@ class LatestIndex {
   template <class F>
   void for_each_live(F&& fn) const {
     for (std::uint64_t i = 0; i < slot_count_; ++i) {
-      const Entry& e = slots()[i];
+      const Slot& e = slots()[i];
       if (e.offset != 0 && (e.offset & kErased) == 0) fn(e.hash, e.offset);
     }
   }
@@ -53,11 +54,9 @@ class LatestIndex {
   // Records are 8-byte aligned: the low bit of an offset is free to say
   // "the latest record is an erase" without reading the record again.
   static constexpr std::uint64_t kErased = 1;
-  struct Entry {
-    std::uint64_t hash;
-    std::uint64_t offset;  // 0: empty slot
-  };
-  [[nodiscard]] Entry* slots() const noexcept { return reinterpret_cast<Entry*>(memory_.data()); }  // NOLINT
+  // The same slots as the store's index (hash, offset; offset 0: empty), so
+  // that HashIndex rehashes them.
+  [[nodiscard]] Slot* slots() const noexcept { return reinterpret_cast<Slot*>(memory_.data()); }  // NOLINT
   [[nodiscard]] std::uint64_t find_slot(std::uint64_t hash, std::string_view key) const;
   void count(const RecordView& r, int sign) noexcept;
   void apply(std::uint64_t hash, const RecordView& r);
