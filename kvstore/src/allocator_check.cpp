@@ -21,7 +21,6 @@ static_assert(sizeof(void*) == 8 && sizeof(bip::offset_ptr<void>) == 8);
 
 constexpr std::uint64_t kAlign = MemoryAlgorithm::Alignment;  // block sizes count in these units
 static_assert(kAlign == 16);
-constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
 
 // The allocator's header at the start of the segment: the free tree (node
 // count, then its header node: parent = root, left = leftmost, right =

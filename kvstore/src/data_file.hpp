@@ -198,4 +198,21 @@ class DataFile {
   bool full_sync_ = false;
 };
 
+// Resolves a pointer read from the file, checked to lie wholly inside the
+// mapping and aligned. Throws Error(corrupt).
+template <class T>
+inline T* DataFile::resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const {
+  T* raw = p.get();
+  if (raw == nullptr) return nullptr;
+  const auto a = reinterpret_cast<std::uintptr_t>(raw);          // NOLINT
+  const auto b = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+  const std::uint64_t size = map_.size();
+  if (a < b + kHeaderSize || a - b > size || bytes > size - (a - b) || a % alignof(T) != 0) {
+    throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex_offset(a - b) + ")",
+                a >= b ? a - b : kNoOffset);
+  }
+  return raw;
+}
+
+
 }  // namespace kvstore::detail

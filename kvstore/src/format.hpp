@@ -25,6 +25,11 @@ inline constexpr std::uint64_t kMinFileSize = 64 * 1024;  // smallest file we cr
 inline constexpr std::uint64_t kMinValidSize = 8 * 1024;  // smallest file we accept (a compacted empty store)
 inline constexpr std::uint64_t kPageSize = 4096;
 
+// `v` rounded up to a multiple of `to` (pages, record and allocator alignment).
+[[nodiscard]] constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t to) noexcept {
+  return (v + to - 1) / to * to;
+}
+
 enum class FileState : std::uint32_t {
   live = 0,     // the file at the store's path
   retired = 1,  // replaced by compaction or recovery: reopen the path

@@ -10,6 +10,7 @@
 #include <boost/interprocess/offset_ptr.hpp>
 #include <boost/interprocess/sync/mutex_family.hpp>
 #include <cstdint>
+#include <new>
 
 namespace kvstore::detail {
 
@@ -40,6 +41,18 @@ struct ChunkHeader {
   bip::offset_ptr<ChunkHeader> next;  // the chunk made after this one
   std::uint64_t ordinal;              // 0, 1, 2, ... along the list
 };
+
+// Lays out a chunk header at `at` (a fresh block of sizeof(ChunkHeader) +
+// capacity bytes), not yet linked to the list.
+inline ChunkHeader* init_chunk(void* at, std::uint64_t capacity, std::uint64_t used, std::uint64_t ordinal) {
+  auto* c = new (at) ChunkHeader{};
+  c->magic = kChunkMagic;
+  c->capacity = capacity;
+  c->used.store(used, std::memory_order_relaxed);
+  c->next = nullptr;
+  c->ordinal = ordinal;
+  return c;
+}
 
 // FORMAT.md "Root". The index, the chunk list and the counters.
 struct Root {

@@ -1,0 +1,103 @@
+// The record chunks (FORMAT.md "Chunks"): the chunk list and its checks, and
+// reading a chunk's records in order, or, for a salvage, wherever a record
+// proves itself by its checksum.
+#include "data_file.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include "kvstore/error.hpp"
+
+namespace kvstore::detail {
+
+void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
+                          const std::function<void(const std::string&)>& problem, bool salvage) const {
+  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
+  const std::uint64_t data = at + sizeof(ChunkHeader);
+  const std::uint64_t used = c.used.load(std::memory_order_acquire);
+  // The record at `pos`, if it is whole and passes its checksum.
+  auto intact_at = [&](std::uint64_t pos, RecordView& r) {
+    try {
+      r = record_at(data + pos);
+    } catch (const Error&) {
+      return false;
+    }
+    return r.size <= used - pos && record_intact(r);
+  };
+  for (std::uint64_t pos = 0; pos < used;) {
+    RecordView r{};
+    if (intact_at(pos, r)) {
+      fn(r);
+      pos += r.size;
+      continue;
+    }
+    if (!salvage) {
+      problem("record at " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+              " fails its checksum or bounds; the rest of the chunk is skipped");
+      return;
+    }
+    // Salvage: the damaged record's sizes cannot be trusted, so look for the
+    // next record that proves itself by its checksum, 8 bytes at a time.
+    const std::uint64_t bad = pos;
+    for (pos += kRecordAlign; pos < used && !intact_at(pos, r); pos += kRecordAlign) {
+    }
+    problem("bytes " + hex_offset(data + bad) + " to " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
+            " hold no intact record; skipped");
+  }
+}
+
+ChunkHeader* DataFile::last_chunk() const {
+  // Appends write where this header says: a damaged length or capacity must
+  // stop them before they write outside the chunk (found by the file fuzzer).
+  ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader));
+  if (c == nullptr || !chunk_plausible(*c) || c->used.load(std::memory_order_relaxed) % kRecordAlign != 0) {
+    throw Error(Errc::corrupt, path_ + ": the last chunk is damaged; run kvtool check");
+  }
+  return c;
+}
+
+bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
+  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
+  if (at + sizeof(ChunkHeader) > map_.size()) return false;
+  const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
+  return c.magic == kChunkMagic && c.capacity <= room && c.used.load(std::memory_order_acquire) <= c.capacity;
+}
+
+bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
+                    const std::function<void(const std::string&)>& problem, bool salvage) const {
+  if (salvage) {
+    // The chunk list cannot be trusted: find chunks by their magic, in the
+    // order of their ordinals (chunks are never freed, so none is stale).
+    std::vector<const ChunkHeader*> found;
+    for (std::uint64_t at = kHeaderSize; at + sizeof(ChunkHeader) <= map_.size(); at += 8) {
+      const auto* c = reinterpret_cast<const ChunkHeader*>(map_.base() + at);  // NOLINT
+      if (chunk_plausible(*c)) found.push_back(c);
+    }
+    std::stable_sort(found.begin(), found.end(),
+                     [](const ChunkHeader* a, const ChunkHeader* b) { return a->ordinal < b->ordinal; });
+    for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem, true);
+    return true;
+  }
+  try {
+    scan_chunk_list([&](const ChunkHeader& c) { scan_chunk(c, fn, problem, false); });
+  } catch (const Error& e) {
+    problem(e.what());
+    return false;
+  }
+  return true;
+}
+
+std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
+
+void DataFile::scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const {
+  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
+    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
+    }
+    fn(*c);
+    c = resolve(c->next, sizeof(ChunkHeader));
+  }
+}
+
+}  // namespace kvstore::detail

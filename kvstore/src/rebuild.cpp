@@ -1,0 +1,134 @@
+// The whole-file rebuild behind compaction, full recovery and repair: the
+// live records of a source file, found by replaying it, streamed into a
+// fresh file of the smallest size (file_writer.hpp).
+#include "data_file.hpp"
+
+#include <array>
+#include <bit>
+#include <cstring>
+#include <new>
+#include <vector>
+
+#include "crash_point.hpp"
+#include "crc32c.hpp"
+#include "file_writer.hpp"
+#include "hash.hpp"
+#include "kvstore/error.hpp"
+#include "latest_index.hpp"
+
+namespace kvstore::detail {
+
+DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
+                           std::vector<std::string>* problems, bool salvage, std::uint64_t* unknown_keys) {
+  const LatestIndex latest = source.replay(
+      [&](const std::string& p) {
+        if (problems != nullptr) problems->push_back(p);
+      },
+      nullptr, salvage);
+  if (unknown_keys != nullptr) *unknown_keys = source.indexed_keys_unknown_to(latest);
+  // The live records in file order, as a bitmap of their offsets (one bit per
+  // 8 bytes): the copy below then reads the source sequentially, with no sort.
+  std::vector<std::uint64_t> live((source.map_.size() / kRecordAlign + 63) / 64);
+  latest.for_each_live([&](std::uint64_t, std::uint64_t offset) {
+    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
+  });
+  const std::uint64_t live_keys = latest.live_keys();
+  const std::uint64_t live_bytes = latest.live_record_bytes();
+  const std::uint64_t estimate = kHeaderSize + 64 * 1024 + HashIndex::slots_for(live_keys) * sizeof(Slot) +
+                                 sizeof(ChunkHeader) + live_bytes;
+  // The records stream straight to the new file; the rest (header, allocator,
+  // index) is built in private memory and written after them (file_writer.hpp).
+  DataFile d = create_image(path, std::max(estimate, kMinFileSize), std::max(max_size, estimate + kPageSize));
+  // Same seed: the hashes computed while replaying index the new file as they are.
+  d.seed_ = source.seed_;
+  d.header().hash_seed = source.seed_;
+  d.header().header_crc = crc32c(0, &d.header(), kHeaderCrcBytes);
+  d.reserve_slots(live_keys);
+  std::uint64_t records_begin = 0;
+  if (live_bytes > 0) {
+    // One chunk of exactly the live bytes: nothing is left over to shrink away.
+    ChunkHeader* c = init_chunk(d.allocate(sizeof(ChunkHeader) + live_bytes), live_bytes, live_bytes, 0);
+    d.root().first_chunk = c;
+    d.root().last_chunk = c;
+    d.root().chunks = 1;
+    records_begin = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
+  }
+  FileWriter out(path, d.map_.size());
+  out.set_stream_begin(records_begin);
+  const std::uint64_t records_end = records_begin + live_bytes;
+  const HashIndex table = d.index();
+  const std::uint64_t mask = table.count() - 1;
+  auto copy = [&](const RecordView& r, std::uint64_t hash) {
+    const std::uint64_t offset = out.stream_position();
+    if (r.size > records_end - offset) {
+      throw Error(Errc::corrupt, source.path_ + ": live records outgrow their count");  // cannot happen
+    }
+    if (r.flags == 0) {
+      out.append(source.map_.base() + r.offset, r.size);  // copied whole, checksum and all
+    } else {
+      // A batch's flags are dropped (the batch is complete): a new checksum.
+      RecordHeader h;
+      std::memcpy(&h, source.map_.base() + r.offset, sizeof h);
+      h.flags = 0;
+      h.crc = record_crc(h, r.key, r.value);
+      static constexpr char kZeros[kRecordAlign] = {};
+      out.append(&h, sizeof h);
+      out.append(r.key.data(), r.key.size());
+      out.append(r.value.data(), r.value.size());
+      out.append(kZeros, r.size - sizeof h - r.key.size() - r.value.size());
+    }
+    table.insert_new(hash, offset);
+    crash_point("rebuild.copying");
+  };
+  // Records in groups, each record's slot prefetched before the group is
+  // copied: the inserts are random, the copy sequential.
+  constexpr std::size_t kGroup = 32;
+  std::array<std::pair<RecordView, std::uint64_t>, kGroup> group;
+  std::size_t grouped = 0;
+  for (std::uint64_t w = 0; w < live.size(); ++w) {
+    for (std::uint64_t bits = live[w]; bits != 0; bits &= bits - 1) {
+      const RecordView r = source.record_at((w * 64 + std::countr_zero(bits)) * kRecordAlign);
+      const std::uint64_t hash = key_hash(r.key, d.seed_);
+      __builtin_prefetch(&table[hash & mask], 1);
+      group[grouped++] = {r, hash};
+      if (grouped == kGroup) {
+        for (const auto& [rec, h] : group) copy(rec, h);
+        grouped = 0;
+      }
+    }
+  }
+  for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second);
+  if (out.stream_position() != records_end) {
+    throw Error(Errc::corrupt, source.path_ + ": live records fall short of their count");  // cannot happen
+  }
+  Root& root = d.root();
+  root.keys = live_keys;
+  root.key_bytes = latest.live_key_bytes();
+  root.value_bytes = latest.live_value_bytes();
+  root.record_bytes = live_bytes;
+  // Give back the free tail of the segment. The few bytes between the
+  // segment's end and the page boundary stay outside the segment until the
+  // next grow() takes them in.
+  d.segment()->shrink_to_fit();
+  const std::uint64_t new_size =
+      round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
+  FileHeader& to = d.header();
+  const FileHeader& from = source.header();
+  to.file_size.store(new_size);
+  to.compactions = from.compactions;
+  to.recoveries = from.recoveries;
+  to.last_compact_unix = from.last_compact_unix;
+  to.change_count = from.change_count;
+  to.generation.store(from.generation.load() + 1);
+  d.max_size_ = max_size;
+  // Everything but the records, which are in the file already.
+  const std::uint64_t gap_begin = live_bytes > 0 ? records_begin : new_size;
+  const std::uint64_t gap_end = live_bytes > 0 ? records_end : new_size;
+  out.write(d.map_.base(), gap_begin, 0);
+  out.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
+  d.fd_ = out.finish(new_size);
+  d.map_ = Mapping(d.fd_.get(), new_size, true, path);
+  return d;
+}
+
+}  // namespace kvstore::detail
