@@ -3,6 +3,8 @@
 #   tools/dev.sh demo   install what is missing, build Release, run the multi-process demo
 #   tools/dev.sh test   install what is missing, build, run every test (ctest), plus the
 #                       sanitizer builds (ASan+UBSan, TSan) and the fuzzers, briefly
+#   tools/dev.sh lint [FILE...]  clang-format (report only) and clang-tidy (.clang-format,
+#                       .clang-tidy) over the library, or over FILEs; not part of `test`
 # Environment: KVSTORE_SOAK=1 runs the long forms (kill cycles, fuzzing) instead.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -68,8 +70,22 @@ cmd_test() {
   return $failed
 }
 
+cmd_lint() {
+  packages+=(clang-format clang-tidy)
+  install_missing
+  cmake -S "$root" -B "$root/build-lint" -DCMAKE_BUILD_TYPE=Release -DCMAKE_EXPORT_COMPILE_COMMANDS=ON \
+    -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_BUILD_TOOLS=ON -DKVSTORE_BUILD_BENCH=ON >/dev/null
+  local files=("$@")
+  [ ${#files[@]} -gt 0 ] || mapfile -t files < <(cd "$root" && ls kvstore/src/*.cpp tools/*.cpp)
+  local failed=0
+  (cd "$root" && clang-format --dry-run "${files[@]}") || failed=1
+  (cd "$root" && clang-tidy -quiet -p build-lint "${files[@]}") || failed=1
+  return $failed
+}
+
 case "${1:-}" in
   demo) shift; cmd_demo "$@" ;;
   test) shift; cmd_test "$@" ;;
-  *) echo "usage: tools/dev.sh demo|test" >&2; exit 2 ;;
+  lint) shift; cmd_lint "$@" ;;
+  *) echo "usage: tools/dev.sh demo|test|lint" >&2; exit 2 ;;
 esac
