@@ -328,88 +328,59 @@ double parallel_reads(const std::function<std::unique_ptr<Engine>()>& make, cons
   return total;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
+// What one run shares: its parameters, the data, the files' place, the results.
+struct Bench {
   std::size_t n = 1'000'000;
   std::size_t key_size = 16;
   std::size_t value_size = 100;
   std::uint64_t seed = 20261124;
-  std::string dir_opt;
-  std::string json_path;
-  std::string plot_path;
-  std::string only;
-  CLI::App app{"kvbench: kvstore against LMDB, Kyoto Cabinet and Tkrzw, interleaved in one run"};
-  app.add_option("-n", n, "keys (default 1000000)");
-  app.add_option("--key-size", key_size, "bytes per key (default 16)");
-  app.add_option("--value-size", value_size, "bytes per value (default 100)");
-  app.add_option("--seed", seed, "random seed");
-  app.add_option("--dir", dir_opt, "where the files go (default: a fresh directory under /tmp)");
-  app.add_option("--json", json_path, "also write the results as JSON");
-  app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
-  app.add_option("--only", only, "run only this group of workloads: coordination")->check(CLI::IsMember({"coordination"}));
-  CLI11_PARSE(app, argc, argv);
-  if (n < 100 || key_size < 8) die("need -n >= 100 and --key-size >= 8");
-
-  const fs::path dir = dir_opt.empty() ? fs::path(::mkdtemp((fs::temp_directory_path() / "kvbench-XXXXXX").string().data()))
-                                       : fs::path(dir_opt);
-  fs::create_directories(dir);
-  std::printf("kvbench: n=%zu key=%zuB value=%zuB seed=%llu dir=%s\n", n, key_size, value_size,
-              static_cast<unsigned long long>(seed), dir.c_str());
-  nlohmann::ordered_json results;
-  results["params"] = {{"n", n}, {"key_size", key_size}, {"value_size", value_size}, {"seed", seed}};
-  const std::size_t coord_ops = std::min<std::size_t>(n, 200'000);
-  auto finish = [&] {
-    if (!json_path.empty()) std::ofstream(json_path) << results.dump(2) << '\n';
-    if (dir_opt.empty()) fs::remove_all(dir);
-    return 0;
-  };
-  if (only == "coordination") {
-    run_coordination(dir, coord_ops, value_size, seed, results["coordination"]);
-    return finish();
-  }
-
+  fs::path dir;
   Data d;
-  std::mt19937_64 rng(seed);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::string k = random_bytes(rng, key_size);
+  std::vector<std::size_t> order;  // the keys in a random order
+  double raw = 0;                  // bytes of keys and values
+  std::uint64_t lmdb_map = 0;
+  nlohmann::ordered_json results;
+  std::vector<std::pair<std::string, std::vector<double>>> table;  // workload -> ns/op per engine
+};
+
+void make_data(Bench& b) {
+  std::mt19937_64 rng(b.seed);
+  for (std::size_t i = 0; i < b.n; ++i) {
+    std::string k = random_bytes(rng, b.key_size);
     k.replace(0, 8, std::to_string(10'000'000 + i).substr(0, 8));  // unique
-    d.keys.push_back(std::move(k));
-    d.values.push_back(random_bytes(rng, value_size));
-    d.updated.push_back(random_bytes(rng, value_size));
-    std::string m = random_bytes(rng, key_size);
+    b.d.keys.push_back(std::move(k));
+    b.d.values.push_back(random_bytes(rng, b.value_size));
+    b.d.updated.push_back(random_bytes(rng, b.value_size));
+    std::string m = random_bytes(rng, b.key_size);
     m.replace(0, 8, std::to_string(30'000'000 + i).substr(0, 8));
-    d.misses.push_back(std::move(m));
+    b.d.misses.push_back(std::move(m));
   }
-  std::vector<std::size_t> order(n);
-  for (std::size_t i = 0; i < n; ++i) order[i] = i;
-  std::shuffle(order.begin(), order.end(), rng);
-  const double raw = static_cast<double>(n * (key_size + value_size));
+  b.order.resize(b.n);
+  for (std::size_t i = 0; i < b.n; ++i) b.order[i] = i;
+  std::shuffle(b.order.begin(), b.order.end(), rng);
+  b.raw = static_cast<double>(b.n * (b.key_size + b.value_size));
+  b.lmdb_map = std::max<std::uint64_t>(1ULL << 30, b.n * (b.key_size + b.value_size) * 8);
+}
 
-  const std::uint64_t lmdb_map = std::max<std::uint64_t>(1ULL << 30, n * (key_size + value_size) * 8);
-  KvEngine kv(dir / "kvstore.kv");
-  LmdbEngine lmdb(dir / "lmdb.mdb", lmdb_map);
-  KyotoEngine kc(dir / "kyoto.kch", n);
-  TkrzwEngine tk(dir / "tkrzw.tkh", n);
-  HeapEngine heap;
-  std::vector<Engine*> engines{&kv, &lmdb, &kc, &tk, &heap};
-  for (Engine* e : engines) e->open();
+void record(Bench& b, const std::vector<Engine*>& engines, const std::string& name, const std::vector<double>& ns) {
+  b.table.emplace_back(name, ns);
+  for (std::size_t e = 0; e < engines.size(); ++e) b.results["ns_per_op"][name][engines[e]->name()] = ns[e];
+}
 
-  std::vector<std::pair<std::string, std::vector<double>>> table;
-  auto record = [&](const std::string& name, const std::vector<double>& ns) {
-    table.emplace_back(name, ns);
-    for (std::size_t e = 0; e < engines.size(); ++e) results["ns_per_op"][name][engines[e]->name()] = ns[e];
-  };
-
-  record("load", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.values[order[i]]); }));
-  record("get-hit", run(engines, n, [&](Engine& e, std::size_t i) {
+// load, get-hit, get-miss, update and the three YCSB mixes, every engine interleaved.
+void bench_point_ops(Bench& b, std::vector<Engine*>& engines) {
+  const Data& d = b.d;
+  const std::vector<std::size_t>& order = b.order;
+  const std::size_t n = b.n;
+  record(b, engines, "load", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.values[order[i]]); }));
+  record(b, engines, "get-hit", run(engines, n, [&](Engine& e, std::size_t i) {
            if (!e.get(d.keys[order[i]], &d.values[order[i]])) die(std::string(e.name()) + ": missing key");
          }));
-  record("get-miss", run(engines, n, [&](Engine& e, std::size_t i) {
+  record(b, engines, "get-miss", run(engines, n, [&](Engine& e, std::size_t i) {
            if (e.get(d.misses[order[i]], nullptr)) die(std::string(e.name()) + ": found a key never stored");
          }));
-  record("update", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.updated[order[i]]); }));
-  std::mt19937_64 ycsb(seed + 1);
+  record(b, engines, "update", run(engines, n, [&](Engine& e, std::size_t i) { e.put(d.keys[order[i]], d.updated[order[i]]); }));
+  std::mt19937_64 ycsb(b.seed + 1);
   std::vector<std::uint8_t> coin(n);
   for (auto& c : coin) c = static_cast<std::uint8_t>(ycsb() % 100);
   // After "update", every key holds d.updated; YCSB writes put d.updated again so reads stay checkable.
@@ -423,32 +394,37 @@ int main(int argc, char** argv) {
       }
     };
   };
-  record("ycsb-a", run(engines, n, ycsb_mix(50)));
-  record("ycsb-b", run(engines, n, ycsb_mix(95)));
-  record("ycsb-c", run(engines, n, ycsb_mix(100)));
+  record(b, engines, "ycsb-a", run(engines, n, ycsb_mix(50)));
+  record(b, engines, "ycsb-b", run(engines, n, ycsb_mix(95)));
+  record(b, engines, "ycsb-c", run(engines, n, ycsb_mix(100)));
+}
 
-  // Disk use before erasing, then compaction (kvstore).
+// Disk use of every engine, then kvstore's compaction: its time and the size after.
+void bench_disk_and_compact(Bench& b, const std::vector<Engine*>& engines, KvEngine& kv) {
   for (Engine* e : engines) e->flush();
   for (Engine* e : engines) {
-    if (e != &heap) results["disk_per_raw"][e->name()] = static_cast<double>(e->disk_bytes()) / raw;
+    if (std::string(e->name()) != "std::unordered_map") b.results["disk_per_raw"][e->name()] = static_cast<double>(e->disk_bytes()) / b.raw;
   }
-  const double kv_before = static_cast<double>(kv.disk_bytes()) / raw;
-  auto t0 = Clock::now();
+  b.results["kvstore"]["disk_per_raw_before_compact"] = static_cast<double>(kv.disk_bytes()) / b.raw;
+  const auto t0 = Clock::now();
   kv.store().compact();
-  const double compact_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  const double kv_after = static_cast<double>(kv.disk_bytes()) / raw;
+  b.results["kvstore"]["compact_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
+  b.results["kvstore"]["disk_per_raw_after_compact"] = static_cast<double>(kv.disk_bytes()) / b.raw;
+}
 
-  // Reads from 1 and 2 processes (kvstore and LMDB: the multi-process engines).
-  for (Engine* e : engines) e->close();
-  const std::size_t per_proc = std::min<std::size_t>(n, 1'000'000);
-  auto make_kv = [&] { return std::unique_ptr<Engine>(new KvEngine(dir / "kvstore.kv")); };
-  auto make_lmdb = [&] { return std::unique_ptr<Engine>(new LmdbEngine(dir / "lmdb.mdb", lmdb_map)); };
-  const double kv1 = parallel_reads(make_kv, d, 1, per_proc);
-  const double lm1 = parallel_reads(make_lmdb, d, 1, per_proc);
-  const double kv2 = parallel_reads(make_kv, d, 2, per_proc);
-  const double lm2 = parallel_reads(make_lmdb, d, 2, per_proc);
+// Reads from 1 and 2 processes (kvstore and LMDB: the multi-process engines).
+void bench_parallel_reads(Bench& b) {
+  const std::size_t per_proc = std::min<std::size_t>(b.n, 1'000'000);
+  auto make_kv = [&] { return std::unique_ptr<Engine>(new KvEngine(b.dir / "kvstore.kv")); };
+  auto make_lmdb = [&] { return std::unique_ptr<Engine>(new LmdbEngine(b.dir / "lmdb.mdb", b.lmdb_map)); };
+  b.results["reads_per_s"] = {{"kvstore_1", parallel_reads(make_kv, b.d, 1, per_proc)},
+                              {"lmdb_1", parallel_reads(make_lmdb, b.d, 1, per_proc)},
+                              {"kvstore_2", parallel_reads(make_kv, b.d, 2, per_proc)},
+                              {"lmdb_2", parallel_reads(make_lmdb, b.d, 2, per_proc)}};
+}
 
-  // Open + first get of the populated store.
+// Open + first get of the populated store.
+void bench_open_first_get(Bench& b, KvEngine& kv, LmdbEngine& lmdb) {
   auto open_first_get = [&](Engine& e, const std::string& k) {
     const auto t = Clock::now();
     e.open();
@@ -457,136 +433,205 @@ int main(int argc, char** argv) {
     e.close();
     return us;
   };
-  const double kv_open = open_first_get(kv, d.keys[order[0]]);
-  const double lm_open = open_first_get(lmdb, d.keys[order[0]]);
+  const std::string& key = b.d.keys[b.order[0]];
+  b.results["open_first_get_us"] = {{"kvstore", open_first_get(kv, key)}, {"lmdb", open_first_get(lmdb, key)}};
+}
 
-  // Recovery after an unclean stop: a writer is killed while it puts; the
-  // next open rebuilds the store if the kill landed inside a change (tried
-  // until one did), and is timed.
+// Recovery after an unclean stop: a writer is killed while it puts; the
+// next open rebuilds the store if the kill landed inside a change (tried
+// until one did), and is timed.
+void bench_recovery_after_kill(Bench& b) {
   double recovery_ms = -1;
   std::uint64_t recovery_keys = 0;
   for (int attempt = 0; attempt < 20 && recovery_ms < 0; ++attempt) {
     const pid_t pid = ::fork();
     if (pid == 0) {
-      KvEngine w(dir / "kvstore.kv");
+      KvEngine w(b.dir / "kvstore.kv");
       w.open();
-      for (std::size_t i = 0;; i = (i + 1) % n) w.put(d.keys[i], d.updated[i]);
+      for (std::size_t i = 0;; i = (i + 1) % b.n) w.put(b.d.keys[i], b.d.updated[i]);
     }
     ::usleep(200'000);
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     const auto t = Clock::now();
-    kvstore::Store s = kvstore::Store::open(dir / "kvstore.kv");
+    kvstore::Store s = kvstore::Store::open(b.dir / "kvstore.kv");
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
     if (s.stats().recoveries > 0) {
       recovery_ms = ms;
       recovery_keys = s.size();
     }
   }
+  b.results["kvstore"]["recovery_ms"] = recovery_ms;
+  b.results["kvstore"]["recovery_keys"] = recovery_keys;
+}
 
-  // The other recovery path: a writer killed inside the allocator (or a power
-  // cut) makes the next open rebuild the whole file. A kill lands there too
-  // rarely to wait for, so the header's `writing` field (FORMAT.md) is set to
-  // "inside the allocator" by hand, exactly as such a death leaves it.
-  double rebuild_ms = -1;
-  {
-    const std::string path = (dir / "kvstore.kv").string();
-    const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-    const std::uint32_t inside_allocator = 2;
-    if (fd < 0 || ::pwrite(fd, &inside_allocator, 4, 128) != 4) die("cannot mark the header");
-    ::close(fd);
-    const auto t = Clock::now();
-    kvstore::Store s = kvstore::Store::open(path);
-    rebuild_ms = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-    if (s.size() != n) die("full-rebuild recovery lost keys");
-  }
+// The other recovery path: a writer killed inside the allocator (or a power
+// cut) makes the next open rebuild the whole file. A kill lands there too
+// rarely to wait for, so the header's `writing` field (FORMAT.md) is set to
+// "inside the allocator" by hand, exactly as such a death leaves it.
+void bench_full_rebuild_recovery(Bench& b) {
+  const std::string path = (b.dir / "kvstore.kv").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const std::uint32_t inside_allocator = 2;
+  if (fd < 0 || ::pwrite(fd, &inside_allocator, 4, 128) != 4) die("cannot mark the header");
+  ::close(fd);
+  const auto t = Clock::now();
+  kvstore::Store s = kvstore::Store::open(path);
+  b.results["kvstore"]["rebuild_recovery_ms"] = std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+  if (s.size() != b.n) die("full-rebuild recovery lost keys");
+}
 
-  for (Engine* e : engines) e->open();
-  record("erase", run(engines, n, [&](Engine& e, std::size_t i) { e.erase(d.keys[order[i]]); }));
-  for (Engine* e : engines) e->close();
-
-  // kvstore only: batch load through apply(), worst single put while growing, Sync::always.
-  KvEngine kvb(dir / "kvstore-batch.kv");
+// kvstore only: batch load through apply(), worst single put while growing, Sync::always.
+void bench_kvstore_only(Bench& b) {
+  const Data& d = b.d;
+  KvEngine kvb(b.dir / "kvstore-batch.kv");
   kvb.open();
-  t0 = Clock::now();
+  auto t0 = Clock::now();
   std::vector<kvstore::BatchOp> batch;
-  for (std::size_t i = 0; i < n; ++i) {
-    batch.push_back({d.keys[order[i]], d.values[order[i]], false});
-    if (batch.size() == 1000 || i + 1 == n) {
+  for (std::size_t i = 0; i < b.n; ++i) {
+    batch.push_back({d.keys[b.order[i]], d.values[b.order[i]], false});
+    if (batch.size() == 1000 || i + 1 == b.n) {
       kvb.apply(batch);
       batch.clear();
     }
   }
-  const double batch_ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(n);
+  b.results["kvstore"]["batch_load_ns"] =
+      std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(b.n);
   kvb.close();
-  KvEngine grow(dir / "kvstore-grow.kv");
+  KvEngine grow(b.dir / "kvstore-grow.kv");
   grow.open();
   double worst_us = 0;
-  for (std::size_t i = 0; i < n; ++i) {
+  for (std::size_t i = 0; i < b.n; ++i) {
     const auto t = Clock::now();
     grow.put(d.keys[i], d.values[i]);
     worst_us = std::max(worst_us, std::chrono::duration<double, std::micro>(Clock::now() - t).count());
   }
   grow.close();
-  const std::size_t sync_n = std::min<std::size_t>(n, 2000);
-  KvEngine kvs(dir / "kvstore-sync.kv", kvstore::Sync::always);
+  b.results["kvstore"]["worst_put_while_growing_us"] = worst_us;
+  const std::size_t sync_n = std::min<std::size_t>(b.n, 2000);
+  KvEngine kvs(b.dir / "kvstore-sync.kv", kvstore::Sync::always);
   kvs.open();
   t0 = Clock::now();
   for (std::size_t i = 0; i < sync_n; ++i) kvs.put(d.keys[i], d.values[i]);
-  const double sync_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / static_cast<double>(sync_n);
+  b.results["kvstore"]["sync_always_put_us"] =
+      std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / static_cast<double>(sync_n);
   kvs.close();
+}
 
-  // ------------------------------------------------------------------ report
+void report(Bench& b, const std::vector<Engine*>& engines) {
+  nlohmann::ordered_json& r = b.results;
   std::printf("\nns/op (lower is better); ratios: kvstore / best of (kyotocabinet, tkrzw), kvstore / lmdb\n");
   std::printf("%-10s", "workload");
   for (Engine* e : engines) std::printf(" %13s", e->name());
   std::printf(" %8s %8s\n", "vs best", "vs lmdb");
-  for (const auto& [name, ns] : table) {
+  for (const auto& [name, ns] : b.table) {
     std::printf("%-10s", name.c_str());
     for (double v : ns) std::printf(" %13.0f", v);
     const double best = std::min(ns[2], ns[3]);
     std::printf(" %8.2f %8.2f\n", ns[0] / best, ns[0] / ns[1]);
-    results["ratio_vs_best"][name] = ns[0] / best;
-    results["ratio_vs_lmdb"][name] = ns[0] / ns[1];
+    r["ratio_vs_best"][name] = ns[0] / best;
+    r["ratio_vs_lmdb"][name] = ns[0] / ns[1];
   }
+  const auto num = [](const nlohmann::ordered_json& j) { return j.get<double>(); };
+  const nlohmann::ordered_json& rps = r["reads_per_s"];
+  const double kv1 = num(rps["kvstore_1"]), kv2 = num(rps["kvstore_2"]), lm1 = num(rps["lmdb_1"]), lm2 = num(rps["lmdb_2"]);
   std::printf("\nreads/s, 1 process -> 2 processes: kvstore %.2fM -> %.2fM (x%.2f), lmdb %.2fM -> %.2fM (x%.2f)\n",
               kv1 / 1e6, kv2 / 1e6, kv2 / kv1, lm1 / 1e6, lm2 / 1e6, lm2 / lm1);
-  std::printf("open + first get of the populated store: kvstore %.0f us, lmdb %.0f us\n", kv_open, lm_open);
-  std::printf("kvstore load through apply() (1000 a batch): %.0f ns/op; Sync::always put: %.0f us/op\n", batch_ns, sync_us);
-  std::printf("kvstore worst single put while growing from 1 MiB: %.0f us; compaction: %.2f s\n", worst_us, compact_s);
-  if (recovery_ms >= 0) {
-    std::printf("kvstore recovery after a writer was killed mid-put: %.0f ms for %llu keys\n", recovery_ms,
-                static_cast<unsigned long long>(recovery_keys));
+  std::printf("open + first get of the populated store: kvstore %.0f us, lmdb %.0f us\n",
+              num(r["open_first_get_us"]["kvstore"]), num(r["open_first_get_us"]["lmdb"]));
+  const nlohmann::ordered_json& kv = r["kvstore"];
+  std::printf("kvstore load through apply() (1000 a batch): %.0f ns/op; Sync::always put: %.0f us/op\n",
+              num(kv["batch_load_ns"]), num(kv["sync_always_put_us"]));
+  std::printf("kvstore worst single put while growing from 1 MiB: %.0f us; compaction: %.2f s\n",
+              num(kv["worst_put_while_growing_us"]), num(kv["compact_s"]));
+  if (num(kv["recovery_ms"]) >= 0) {
+    std::printf("kvstore recovery after a writer was killed mid-put: %.0f ms for %llu keys\n", num(kv["recovery_ms"]),
+                static_cast<unsigned long long>(kv["recovery_keys"].get<std::uint64_t>()));
   } else {
     std::printf("kvstore recovery: no kill landed inside a change in 20 tries (nothing to rebuild)\n");
   }
   std::printf("kvstore recovery that rebuilds the whole file (writer killed inside the allocator): %.0f ms for %zu keys\n",
-              rebuild_ms, n);
+              num(kv["rebuild_recovery_ms"]), b.n);
   std::printf("disk bytes / raw bytes (before erase): kvstore %.2f -> %.2f after compact, lmdb %.2f, kyotocabinet %.2f, tkrzw %.2f\n",
-              kv_before, kv_after, results["disk_per_raw"]["lmdb"].get<double>(),
-              results["disk_per_raw"]["kyotocabinet"].get<double>(), results["disk_per_raw"]["tkrzw"].get<double>());
-  results["reads_per_s"] = {{"kvstore_1", kv1}, {"kvstore_2", kv2}, {"lmdb_1", lm1}, {"lmdb_2", lm2}};
-  results["open_first_get_us"] = {{"kvstore", kv_open}, {"lmdb", lm_open}};
-  results["kvstore"] = {{"batch_load_ns", batch_ns}, {"sync_always_put_us", sync_us},
-                        {"worst_put_while_growing_us", worst_us}, {"compact_s", compact_s},
-                        {"recovery_ms", recovery_ms}, {"recovery_keys", recovery_keys}, {"rebuild_recovery_ms", rebuild_ms},
-                        {"disk_per_raw_before_compact", kv_before}, {"disk_per_raw_after_compact", kv_after}};
-  run_coordination(dir, coord_ops, value_size, seed, results["coordination"]);
-  if (!plot_path.empty()) {
-    const fs::path dat = dir / "plot.dat";
-    std::ofstream out(dat);
-    for (const auto& [name, ns] : table) {
-      out << name;
-      for (double v : ns) out << ' ' << v;
-      out << '\n';
-    }
-    out.close();
-    const fs::path gp = dir / "plot.gp";
-    std::ofstream(gp) << "set terminal png size 1000,500\nset output '" << plot_path
-                      << "'\nset style data histograms\nset style fill solid\nset ylabel 'ns/op'\n"
-                         "set key top left\nset termoption noenhanced\nplot '" << dat.string() << "' using 2:xtic(1) title 'kvstore', '' using 3 title 'lmdb', "
-                         "'' using 4 title 'kyotocabinet', '' using 5 title 'tkrzw', '' using 6 title 'unordered_map'\n";
-    if (std::system(("gnuplot " + gp.string()).c_str()) != 0) std::fprintf(stderr, "kvbench: gnuplot failed\n");
+              num(kv["disk_per_raw_before_compact"]), num(kv["disk_per_raw_after_compact"]), num(r["disk_per_raw"]["lmdb"]),
+              num(r["disk_per_raw"]["kyotocabinet"]), num(r["disk_per_raw"]["tkrzw"]));
+}
+
+void plot(const Bench& b, const std::string& plot_path) {
+  const fs::path dat = b.dir / "plot.dat";
+  std::ofstream out(dat);
+  for (const auto& [name, ns] : b.table) {
+    out << name;
+    for (double v : ns) out << ' ' << v;
+    out << '\n';
   }
+  out.close();
+  const fs::path gp = b.dir / "plot.gp";
+  std::ofstream(gp) << "set terminal png size 1000,500\nset output '" << plot_path
+                    << "'\nset style data histograms\nset style fill solid\nset ylabel 'ns/op'\n"
+                       "set key top left\nset termoption noenhanced\nplot '" << dat.string() << "' using 2:xtic(1) title 'kvstore', '' using 3 title 'lmdb', "
+                       "'' using 4 title 'kyotocabinet', '' using 5 title 'tkrzw', '' using 6 title 'unordered_map'\n";
+  if (std::system(("gnuplot " + gp.string()).c_str()) != 0) std::fprintf(stderr, "kvbench: gnuplot failed\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Bench b;
+  std::string dir_opt;
+  std::string json_path;
+  std::string plot_path;
+  std::string only;
+  CLI::App app{"kvbench: kvstore against LMDB, Kyoto Cabinet and Tkrzw, interleaved in one run"};
+  app.add_option("-n", b.n, "keys (default 1000000)");
+  app.add_option("--key-size", b.key_size, "bytes per key (default 16)");
+  app.add_option("--value-size", b.value_size, "bytes per value (default 100)");
+  app.add_option("--seed", b.seed, "random seed");
+  app.add_option("--dir", dir_opt, "where the files go (default: a fresh directory under /tmp)");
+  app.add_option("--json", json_path, "also write the results as JSON");
+  app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
+  app.add_option("--only", only, "run only this group of workloads: coordination")->check(CLI::IsMember({"coordination"}));
+  CLI11_PARSE(app, argc, argv);
+  if (b.n < 100 || b.key_size < 8) die("need -n >= 100 and --key-size >= 8");
+
+  b.dir = dir_opt.empty() ? fs::path(::mkdtemp((fs::temp_directory_path() / "kvbench-XXXXXX").string().data()))
+                          : fs::path(dir_opt);
+  fs::create_directories(b.dir);
+  std::printf("kvbench: n=%zu key=%zuB value=%zuB seed=%llu dir=%s\n", b.n, b.key_size, b.value_size,
+              static_cast<unsigned long long>(b.seed), b.dir.c_str());
+  b.results["params"] = {{"n", b.n}, {"key_size", b.key_size}, {"value_size", b.value_size}, {"seed", b.seed}};
+  const std::size_t coord_ops = std::min<std::size_t>(b.n, 200'000);
+  auto finish = [&] {
+    if (!json_path.empty()) std::ofstream(json_path) << b.results.dump(2) << '\n';
+    if (dir_opt.empty()) fs::remove_all(b.dir);
+    return 0;
+  };
+  if (only == "coordination") {
+    run_coordination(b.dir, coord_ops, b.value_size, b.seed, b.results["coordination"]);
+    return finish();
+  }
+
+  make_data(b);
+  KvEngine kv(b.dir / "kvstore.kv");
+  LmdbEngine lmdb(b.dir / "lmdb.mdb", b.lmdb_map);
+  KyotoEngine kc(b.dir / "kyoto.kch", b.n);
+  TkrzwEngine tk(b.dir / "tkrzw.tkh", b.n);
+  HeapEngine heap;
+  std::vector<Engine*> engines{&kv, &lmdb, &kc, &tk, &heap};
+  for (Engine* e : engines) e->open();
+  bench_point_ops(b, engines);
+  bench_disk_and_compact(b, engines, kv);
+  for (Engine* e : engines) e->close();
+  bench_parallel_reads(b);
+  bench_open_first_get(b, kv, lmdb);
+  bench_recovery_after_kill(b);
+  bench_full_rebuild_recovery(b);
+  for (Engine* e : engines) e->open();
+  record(b, engines, "erase", run(engines, b.n, [&](Engine& e, std::size_t i) { e.erase(b.d.keys[b.order[i]]); }));
+  for (Engine* e : engines) e->close();
+  bench_kvstore_only(b);
+  report(b, engines);
+  run_coordination(b.dir, coord_ops, b.value_size, b.seed, b.results["coordination"]);
+  if (!plot_path.empty()) plot(b, plot_path);
   return finish();
 }
