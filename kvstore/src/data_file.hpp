@@ -77,10 +77,11 @@ class DataFile {
   // --- reads (read lock)
   // The live record of `key`, if any.
   [[nodiscard]] bool find(std::string_view key, RecordView& out) const;
-  [[nodiscard]] std::uint64_t size() const noexcept { return root().keys; }
+  [[nodiscard]] std::uint64_t key_count() const noexcept { return root().keys; }
   // Offsets of every live record, in file order. Records never change once
-  // written and the mapping never moves, so the caller may read them after
-  // releasing the lock for as long as it keeps this DataFile alive.
+  // written, and a mapping that grows keeps its old range mapped
+  // (mapping.hpp), so the caller may read them after releasing the lock for
+  // as long as it keeps this DataFile alive.
   [[nodiscard]] std::vector<std::uint64_t> live_offsets() const;
 
   // --- writes (write lock)

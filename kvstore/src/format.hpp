@@ -54,7 +54,7 @@ struct FileHeader {
   std::atomic<std::uint64_t> generation;             // +1 at every grow and compaction
   std::atomic<std::uint32_t> state;                  // FileState
   // --- mutable part: written by writers only (own line: readers never miss on it)
-  alignas(64) std::atomic<std::uint32_t> writing;  // 1 while a mutation is under way
+  alignas(64) std::atomic<std::uint32_t> writing;  // WritingPhase: what a writer is doing now
   std::atomic<std::uint32_t> clean;                // 1 once the last handle closed it
   std::uint64_t grows;
   std::uint64_t compactions;

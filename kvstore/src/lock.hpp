@@ -87,7 +87,7 @@ class LockFile {
   bool begin_detach() noexcept;
 
   // --- reads
-  // Enters a read if no writer is active; false means: call wait_for_writer().
+  // Enters a read if no writer is active; false means: call wait_and_enter_read().
   [[nodiscard]] bool try_enter_read() noexcept {
     slot_->readers.fetch_add(1, std::memory_order_seq_cst);
     if (shared_->writer_active.load(std::memory_order_seq_cst) == 0) return true;

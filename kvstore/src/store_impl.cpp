@@ -539,7 +539,7 @@ void Store::Impl::view(const std::function<void(const DataFile&)>& fn) const {
 
 std::size_t Store::Impl::size() const {
   ReadSection r(*this);
-  return file_->size();
+  return file_->key_count();
 }
 
 void Store::Impl::for_each(const std::function<bool(std::string_view, std::string_view)>& fn) const {

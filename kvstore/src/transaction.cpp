@@ -70,6 +70,6 @@ bool View::contains(std::string_view key) const {
   detail::RecordView rec{};
   return file_->find(key, rec);
 }
-std::size_t View::size() const noexcept { return file_->size(); }
+std::size_t View::size() const noexcept { return file_->key_count(); }
 
 }  // namespace kvstore

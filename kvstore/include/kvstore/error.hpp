@@ -32,7 +32,8 @@ enum class Errc {
 inline constexpr std::uint64_t kNoOffset = ~std::uint64_t{0};
 
 // An error precise enough to act on: code() for programs, what() for people.
-// what() reads "<path>: <code>: <detail>" when a file is involved.
+// what() reads "<path>: <detail>" when a file is involved; to_string(code())
+// names the code (kvtool prints both).
 class Error : public std::runtime_error {
  public:
   Error(Errc code, const std::string& message, std::uint64_t offset = kNoOffset,

@@ -40,7 +40,7 @@ struct Stats {
   double load_factor = 0;           // keys / table_slots
   std::uint64_t generation = 0;     // bumped by every grow and every compact
   std::uint64_t grows = 0;          // grows since the file was created or compacted
-  std::uint64_t compactions = 0;    // compactions and recoveries over the store's life
+  std::uint64_t compactions = 0;    // compactions over the store's life
   std::uint64_t last_compact_unix = 0;  // seconds since the epoch, 0 if never
   std::uint64_t recoveries = 0;     // rebuilds after an unclean stop
   std::uint32_t processes = 0;      // handles attached right now (all processes)
@@ -139,7 +139,7 @@ class Store {
   // Throws Error: busy, corrupt, io.
   [[nodiscard]] bool contains(std::string_view key) const;
 
-  // Number of live keys. Throws Error: busy, io.
+  // Number of live keys. Throws Error: busy, corrupt, io.
   [[nodiscard]] std::size_t size() const;
 
   // Calls `fn(key, value)` for every pair of a snapshot taken when the call
@@ -211,15 +211,16 @@ class Store {
   // Throws Error: read_only, no_space, busy, io, corrupt.
   void compact();
 
-  // Makes everything written so far durable (msync + fdatasync). Throws Error: io, busy.
+  // Makes everything written so far durable (msync + fdatasync). Throws Error: busy, corrupt, io.
   void sync();
 
-  // Throws Error: busy, io.
+  // Throws Error: busy, corrupt, io.
   [[nodiscard]] Stats stats() const;
 
   // Verifies the whole file: header, every record's checksum, the index
   // against the records, the allocator's bookkeeping. Returns a list of
-  // problems, empty when the store is sound. Throws Error: busy, io.
+  // problems, empty when the store is sound. Throws Error: busy, corrupt (the
+  // file was replaced by one that fails to open), io.
   [[nodiscard]] std::vector<std::string> check() const;
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept;
