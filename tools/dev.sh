@@ -61,7 +61,11 @@ cmd_test() {
   echo "== fuzzers (clang, libFuzzer) ==" >&2
   CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_SANITIZE=address,undefined \
     -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
-  (cd build-fuzz && ctest --output-on-failure -L fuzz) || failed=1
+  # The short form (label fuzz: a few thousand executions each), or with
+  # KVSTORE_SOAK=1 the long one (label soak: an hour each).
+  local fuzz_label=fuzz
+  [ "${KVSTORE_SOAK:-0}" = 1 ] && fuzz_label=soak
+  (cd build-fuzz && ctest --output-on-failure -L "$fuzz_label") || failed=1
   echo "== main suite (Release) ==" >&2
   build build -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=ON -DKVSTORE_BUILD_BENCH=ON
   local label=()

@@ -243,11 +243,15 @@ std::string check_allocator(const char* base, std::uint64_t mapped, std::vector<
       }
       free_blocks.push_back(b);
     }
-    for (; h < held.size() && held[h].offset < next; ++h) {
+    for (std::size_t in_block = 0; h < held.size() && held[h].offset < next; ++h, ++in_block) {
       const std::uint64_t room = k.size * kAlign - kAllocatedCtrlBytes + kUsableByNext;
       if (!k.allocated || held[h].offset != b + kAllocatedCtrlBytes || held[h].bytes > room) {
         return std::string("allocator: the ") + held[h].what + " at " + at(held[h].offset) +
                " is not an allocated block of the segment";
+      }
+      if (in_block != 0) {  // two of ours in one block: writing one overwrites the other
+        return std::string("allocator: the ") + held[h].what + " and the " + held[h - 1].what + " at " +
+               at(held[h].offset) + " share one block";
       }
     }
     b = next;

@@ -128,6 +128,15 @@ TEST_F(Targeted, IndexInsideAChunk) {
   expect_refused(f, "index inside a chunk");
 }
 
+TEST_F(Targeted, IndexIsTheLastChunk) {
+  // Both allocated blocks, but the same one: index writes would overwrite records.
+  std::string f = good_;
+  point(f, root_ + kTable, target(f, root_ + kLastChunk));
+  set64(f, root_ + kSlotCount, 64);
+  set64(f, root_ + 24, 0);
+  expect_refused(f, "index is the last chunk");
+}
+
 TEST_F(Targeted, LastChunkNotTheEnd) {
   std::string f = good_;
   ASSERT_NE(target(f, root_ + kFirstChunk), target(f, root_ + kLastChunk)) << "the store needs several chunks";

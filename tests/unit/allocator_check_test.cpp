@@ -191,6 +191,11 @@ TEST_F(Damaged, HeldBlockLargerThanItsBlock) {
   h[1].bytes += 4096;
   EXPECT_NE(img_.check(h), "");
 }
+TEST_F(Damaged, TwoHeldBlocksInOne) {
+  std::vector<HeldBlock> h = held();
+  h.push_back({h[2].offset, 8, "other"});
+  EXPECT_NE(img_.check(h), "");
+}
 TEST_F(Damaged, HeldBlockInFreeSpace) {
   std::vector<HeldBlock> h = held();
   h.push_back({img_.at(blocks_[0]), 8, "freed"});
