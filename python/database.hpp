@@ -4,8 +4,6 @@
 // own reference first (under the GIL), and the last one out destroys it.
 #pragma once
 
-#include <sys/types.h>
-
 #include <kvstore/store.hpp>
 #include <memory>
 #include <string>
@@ -37,7 +35,7 @@ class Database {
  private:
   std::string path_;
   std::string flag_;
-  pid_t pid_;
+  unsigned fork_generation_;
   std::shared_ptr<Store> store_;
 };
 

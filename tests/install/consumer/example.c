@@ -4,7 +4,6 @@
  * identical to the README. */
 #include <kvstore/kvstore.h>
 #include <stdio.h>
-#include <string.h>
 
 /* A transaction: move 10 from "a" to "b"; returning nonzero writes nothing. */
 static int transfer(kvstore_txn *txn, void *ctx) {
