@@ -144,8 +144,11 @@ struct ViewState {
           });
         }) {}
   std::shared_ptr<Store> store;
-  const View* view = nullptr;
+  const View* view = nullptr;  // set while the callback is parked; read under `reads`
   LockedScope scope;
+  // Held by a read (without the GIL) and by the end of the scope, so that a
+  // view object shared by threads cannot end under another thread's read.
+  std::mutex reads;
   Py_ssize_t exports = 0;   // live buffers of every exporter of this view (GIL held)
   bool exited = false;      // __exit__ ran; end the scope when exports reaches 0
 };
@@ -163,6 +166,7 @@ PyTypeObject* g_buffer_type = nullptr;
 
 void finish_view(ViewState& s) {
   py::gil_scoped_release nogil;
+  std::lock_guard g(s.reads);
   s.scope.finish(true);
 }
 
@@ -269,14 +273,22 @@ void ViewScope::exit() {
   }
 }
 
+namespace {
+
+[[noreturn]] void view_closed(const std::string& path) {
+  throw Error(Errc::invalid_argument, path + ": the view is not open (use it inside its with block)");
+}
+
+}  // namespace
+
 py::object ViewScope::get(py::handle key) {
-  if (state_->exited || !state_->scope.inside()) {
-    throw Error(Errc::invalid_argument, path_ + ": the view is not open (use it inside its with block)");
-  }
+  if (state_->exited) view_closed(path_);
   std::optional<std::string_view> v;
   {
     const BytesArg k(key);
     py::gil_scoped_release nogil;
+    std::lock_guard g(state_->reads);
+    if (state_->view == nullptr) view_closed(path_);
     v = state_->view->get(k.view());
   }
   if (!v) return py::none();
@@ -286,17 +298,17 @@ py::object ViewScope::get(py::handle key) {
 }
 
 bool ViewScope::contains(std::string_view key) {
-  if (state_->exited || !state_->scope.inside()) {
-    throw Error(Errc::invalid_argument, path_ + ": the view is not open (use it inside its with block)");
-  }
+  if (state_->exited) view_closed(path_);
   py::gil_scoped_release nogil;
+  std::lock_guard g(state_->reads);
+  if (state_->view == nullptr) view_closed(path_);
   return state_->view->contains(key);
 }
 
 std::size_t ViewScope::size() {
-  if (state_->exited || !state_->scope.inside()) {
-    throw Error(Errc::invalid_argument, path_ + ": the view is not open (use it inside its with block)");
-  }
+  if (state_->exited) view_closed(path_);
+  std::lock_guard g(state_->reads);  // never held long: reads only
+  if (state_->view == nullptr) view_closed(path_);
   return state_->view->size();
 }
 
