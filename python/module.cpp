@@ -299,13 +299,19 @@ PYBIND11_MODULE(kvstore, m) {
       }, "A list of (key, value) pairs (a snapshot).")
       .def("get", &get, py::arg("key"), py::arg("default") = py::none())
       .def("setdefault", [](Database& d, py::handle key, py::handle dflt) {
-        // One atomic step: insert only if absent, then read what is there.
+        // One transaction: read, and store the default only if absent, so
+        // that no other process can change the key in between.
         const BytesArg k(key), v(dflt);
-        const std::optional<std::string> now = call(d, [&](kvstore::Store& s) {
-          s.insert(k.view(), v.view());
-          return s.get(k.view());
+        const std::string now = call(d, [&](kvstore::Store& s) {
+          std::string value;
+          s.transact([&](kvstore::Transaction& t) {
+            std::optional<std::string> cur = t.get(k.view());
+            if (!cur) t.put(k.view(), v.view());
+            value = cur ? std::move(*cur) : std::string(v.view());
+          });
+          return value;
         });
-        return now ? to_bytes(*now) : to_bytes(v.view());
+        return to_bytes(now);
       }, py::arg("key"), py::arg("default") = py::bytes())
       .def("clear", [](Database& d) {
         call(d, [](kvstore::Store& s) {

@@ -43,17 +43,22 @@ int fail(int code, const char* message) noexcept {
   return code;
 }
 
+// The one table between kvstore::Errc and the C codes, read both ways.
+constexpr std::pair<kvstore::Errc, int> kCodes[] = {
+    {kvstore::Errc::invalid_argument, KVSTORE_INVALID_ARGUMENT},
+    {kvstore::Errc::not_a_store, KVSTORE_NOT_A_STORE},
+    {kvstore::Errc::version_mismatch, KVSTORE_VERSION_MISMATCH},
+    {kvstore::Errc::corrupt, KVSTORE_CORRUPT},
+    {kvstore::Errc::io, KVSTORE_IO},
+    {kvstore::Errc::no_space, KVSTORE_NO_SPACE},
+    {kvstore::Errc::store_full, KVSTORE_STORE_FULL},
+    {kvstore::Errc::busy, KVSTORE_BUSY},
+    {kvstore::Errc::read_only, KVSTORE_READ_ONLY},
+};
+
 int code_of(kvstore::Errc e) noexcept {
-  switch (e) {
-    case kvstore::Errc::invalid_argument: return KVSTORE_INVALID_ARGUMENT;
-    case kvstore::Errc::not_a_store: return KVSTORE_NOT_A_STORE;
-    case kvstore::Errc::version_mismatch: return KVSTORE_VERSION_MISMATCH;
-    case kvstore::Errc::corrupt: return KVSTORE_CORRUPT;
-    case kvstore::Errc::io: return KVSTORE_IO;
-    case kvstore::Errc::no_space: return KVSTORE_NO_SPACE;
-    case kvstore::Errc::store_full: return KVSTORE_STORE_FULL;
-    case kvstore::Errc::busy: return KVSTORE_BUSY;
-    case kvstore::Errc::read_only: return KVSTORE_READ_ONLY;
+  for (const auto& [errc, code] : kCodes) {
+    if (errc == e) return code;
   }
   return KVSTORE_INTERNAL;
 }
@@ -137,19 +142,16 @@ const char* kvstore_strerror(int code) {
     case KVSTORE_NOTFOUND: return "key not found";
     case KVSTORE_EXISTS: return "key exists";
     case KVSTORE_MISMATCH: return "value differs from the expected one";
-    case KVSTORE_INVALID_ARGUMENT: return "invalid argument";
-    case KVSTORE_NOT_A_STORE: return "not a kvstore file";
-    case KVSTORE_VERSION_MISMATCH: return "incompatible format";
-    case KVSTORE_CORRUPT: return "corrupt";
-    case KVSTORE_IO: return "I/O error";
-    case KVSTORE_NO_SPACE: return "no space left";
-    case KVSTORE_STORE_FULL: return "store full";
-    case KVSTORE_BUSY: return "busy";
-    case KVSTORE_READ_ONLY: return "read-only";
     case KVSTORE_NOMEM: return "out of memory";
     case KVSTORE_INTERNAL: return "internal error";
-    default: return "unknown code";
+    default: break;
   }
+  // The Errc codes say what kvstore::to_string says; its views are of
+  // string literals, so their data() is NUL-terminated and static.
+  for (const auto& [errc, c] : kCodes) {
+    if (c == code) return kvstore::to_string(errc).data();
+  }
+  return "unknown code";
 }
 
 const char* kvstore_last_error(void) { return t_last_error.c_str(); }
