@@ -19,10 +19,10 @@
  * allowed. A pointer with a length of 0 may be NULL, except where a NULL
  * pointer has a meaning of its own (kvstore_compare_exchange).
  *
- * Callbacks (kvstore_transact, kvstore_view) run while the store's lock is
- * held: keep them short, and do not call any other kvstore_* function on a
- * store of the same file from inside (such a call fails with
- * KVSTORE_INVALID_ARGUMENT instead of waiting for ever). */
+ * Callbacks of kvstore_transact and kvstore_view_run run while the lock is
+ * held: keep them short, and inside them use only the kvstore_txn_* or
+ * kvstore_view_* calls on the handle given. A call on a kvstore_db of the same
+ * file fails with KVSTORE_INVALID_ARGUMENT instead of waiting for ever. */
 #ifndef KVSTORE_KVSTORE_H
 #define KVSTORE_KVSTORE_H
 
