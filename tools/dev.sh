@@ -17,6 +17,7 @@ packages=(
   librapidcheck-dev libgtest-dev
   liblmdb-dev lmdb-utils db5.3-util libkyotocabinet-dev libtkrzw-dev gnuplot-nox
   liblz4-dev libzstd-dev liblzma-dev zlib1g-dev python3
+  pybind11-dev python3-dev python3-pytest python3-lmdb python3-gdbm
   clang libclang-rt-14-dev
 )
 
@@ -51,16 +52,18 @@ cmd_test() {
   local failed=0
   # Sanitizer builds first, so that the run ends with the main suite's summary line.
   echo "== ASan + UBSan ==" >&2
-  build build-asan -DKVSTORE_SANITIZE=address,undefined -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=ON \
+  build build-asan -DKVSTORE_SANITIZE=address,undefined -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=ON -DKVSTORE_BUILD_PYTHON=OFF \
     -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  # no-asan: the Python tests (an ASan-built extension needs the ASan runtime
+  # preloaded into python3); the Release suite below runs them.
   (cd build-asan && ctest --output-on-failure -j "$jobs" -LE "soak|tsan-only|no-asan") || failed=1
   echo "== TSan ==" >&2
   build build-tsan -DKVSTORE_SANITIZE=thread -DKVSTORE_BUILD_TESTS=ON -DKVSTORE_BUILD_TOOLS=OFF \
-    -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    -DKVSTORE_BUILD_BENCH=OFF -DKVSTORE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   (cd build-tsan && TSAN_OPTIONS=halt_on_error=1 ctest --output-on-failure -L threads) || failed=1
   echo "== fuzzers (clang, libFuzzer) ==" >&2
   CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_SANITIZE=address,undefined \
-    -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
+    -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DKVSTORE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   # The short form (label fuzz: a few thousand executions each), or with
   # KVSTORE_SOAK=1 the long one (label soak: an hour each).
   local fuzz_label=fuzz
