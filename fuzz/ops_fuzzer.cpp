@@ -44,6 +44,8 @@
 #include <string>
 #include <vector>
 
+#include "../tests/support/increment_model.hpp"
+
 namespace {
 
 class Input {
@@ -222,31 +224,9 @@ void view(Input& in, const kvstore::Store& s, const Model& m) {
   });
 }
 
-// What increment must return, by a parser of its own: nullopt when it must
-// refuse (not an optional '-' then digits, outside int64, or an overflow).
-std::optional<std::int64_t> model_increment(const std::optional<std::string>& value, std::int64_t delta) {
-  std::int64_t v = 0;
-  if (value) {
-    const std::string& t = *value;
-    const bool negative = !t.empty() && t[0] == '-';
-    const std::size_t first = negative ? 1 : 0;
-    if (first == t.size()) return std::nullopt;
-    // Accumulated as a negative number, so that INT64_MIN fits.
-    for (std::size_t i = first; i < t.size(); ++i) {
-      if (t[i] < '0' || t[i] > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, t[i] - '0', &v)) {
-        return std::nullopt;
-      }
-    }
-    if (!negative && __builtin_mul_overflow(v, -1, &v)) return std::nullopt;
-  }
-  std::int64_t r = 0;
-  if (__builtin_add_overflow(v, delta, &r)) return std::nullopt;
-  return r;
-}
-
 void increment(Input& in, kvstore::Store& s, Model& m, const std::string& key) {
   const auto delta = static_cast<std::int8_t>(in.byte());
-  const std::optional<std::int64_t> want = model_increment(model_get(m, key), delta);
+  const std::optional<std::int64_t> want = kvstore::test::expected_increment(model_get(m, key), delta);
   if (!want) {
     try {
       s.increment(key, delta);

@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "../support/increment_model.hpp"
 #include "../support/temp_dir.hpp"
 
 namespace {
@@ -215,28 +216,9 @@ rc::Gen<std::string> gen_counter_key() {
   return rc::gen::oneOf(rc::gen::map(rc::gen::inRange(0, 3), [](int i) { return std::string("n").append(std::to_string(i)); }), gen_key());
 }
 
-// What increment must do, computed independently of the library: nullopt
-// when it must refuse (not an optional '-' and digits, out of range, overflow).
 std::optional<std::int64_t> model_increment(const Model& m, const std::string& key, std::int64_t delta) {
   const auto it = m.find(key);
-  const std::optional<std::string> value = it == m.end() ? std::nullopt : std::optional(it->second);
-  std::int64_t v = 0;
-  if (value) {
-    const std::string& t = *value;
-    const bool negative = !t.empty() && t[0] == '-';
-    const std::size_t first = negative ? 1 : 0;
-    if (first == t.size()) return std::nullopt;
-    // Accumulated as a negative number, so that INT64_MIN fits.
-    for (std::size_t i = first; i < t.size(); ++i) {
-      if (t[i] < '0' || t[i] > '9' || __builtin_mul_overflow(v, 10, &v) || __builtin_sub_overflow(v, t[i] - '0', &v)) {
-        return std::nullopt;
-      }
-    }
-    if (!negative && __builtin_mul_overflow(v, -1, &v)) return std::nullopt;
-  }
-  std::int64_t r = 0;
-  if (__builtin_add_overflow(v, delta, &r)) return std::nullopt;
-  return r;
+  return kvstore::test::expected_increment(it == m.end() ? std::nullopt : std::optional(it->second), delta);
 }
 
 struct Increment : rc::state::Command<Model, Sut> {
