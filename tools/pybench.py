@@ -44,9 +44,8 @@ def timed(fn, n):
     return (time.perf_counter() - t) * 1e9 / n
 
 
-def bench_kvstore(d, keys, vals, misses):
-    db = kvstore.open(os.path.join(d, "kv.kv"), "n")
-    r = {}
+def time_mapping(db, keys, vals, misses):
+    """put, get-hit and get-miss through the dbm mapping interface (kvstore and dbm.gnu alike)."""
 
     def put():
         for k, v in zip(keys, vals):
@@ -60,14 +59,19 @@ def bench_kvstore(d, keys, vals, misses):
         for k in misses:
             assert db.get(k) is None
 
+    return {"put": timed(put, len(keys)), "get-hit": timed(get, len(keys)),
+            "get-miss": timed(miss, len(misses))}
+
+
+def bench_kvstore(d, keys, vals, misses):
+    db = kvstore.open(os.path.join(d, "kv.kv"), "n")
+    r = time_mapping(db, keys, vals, misses)
+
     def view_get():
         with db.view() as view:
             for k, v in zip(keys, vals):
                 assert view.get(k) == v
 
-    r["put"] = timed(put, len(keys))
-    r["get-hit"] = timed(get, len(keys))
-    r["get-miss"] = timed(miss, len(misses))
     r["view get-hit"] = timed(view_get, len(keys))
     db.close()
     return {"kvstore": r}
@@ -114,23 +118,7 @@ def bench_lmdb(d, keys, vals, misses):
 
 def bench_gnu(d, keys, vals, misses):
     db = gnu.open(os.path.join(d, "gdbm"), "nf")
-    r = {}
-
-    def put():
-        for k, v in zip(keys, vals):
-            db[k] = v
-
-    def get():
-        for k, v in zip(keys, vals):
-            assert db[k] == v
-
-    def miss():
-        for k in misses:
-            assert db.get(k) is None
-
-    r["put"] = timed(put, len(keys))
-    r["get-hit"] = timed(get, len(keys))
-    r["get-miss"] = timed(miss, len(misses))
+    r = time_mapping(db, keys, vals, misses)
     db.close()
     return {"dbm.gnu": r}
 
