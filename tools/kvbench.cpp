@@ -42,6 +42,7 @@
 
 #include "kvbench_coordination.hpp"
 #include "kvbench_die.hpp"
+#include "kvbench_slices.hpp"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -277,19 +278,10 @@ using Op = std::function<void(Engine&, std::size_t)>;
 
 // Runs `count` ops over every engine, interleaved in `slices` turns; returns ns/op per engine.
 std::vector<double> run(std::vector<Engine*>& engines, std::size_t count, const Op& op, int slices = 10) {
-  std::vector<double> ns(engines.size(), 0);
-  for (int s = 0; s < slices; ++s) {
-    const std::size_t from = count * static_cast<std::size_t>(s) / static_cast<std::size_t>(slices);
-    const std::size_t to = count * static_cast<std::size_t>(s + 1) / static_cast<std::size_t>(slices);
-    for (std::size_t e = 0; e < engines.size(); ++e) {
-      const auto t0 = Clock::now();
-      for (std::size_t i = from; i < to; ++i) op(*engines[e], i);
-      engines[e]->flush();
-      ns[e] += std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-    }
-  }
-  for (double& v : ns) v /= static_cast<double>(count);
-  return ns;
+  return time_in_slices(engines.size(), count, slices, [&](std::size_t e, std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i) op(*engines[e], i);
+    engines[e]->flush();
+  });
 }
 
 // Aggregate reads/s of `procs` processes, each opening the store itself.

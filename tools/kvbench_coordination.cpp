@@ -32,6 +32,7 @@
 
 #include "kvbench_coordination.hpp"
 #include "kvbench_die.hpp"
+#include "kvbench_slices.hpp"
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -156,21 +157,11 @@ struct Contender {
   std::function<void(std::size_t)> op;
 };
 
-// `run` for contenders that are not Engines: `count` ops over every contender,
-// interleaved in `slices` turns; ns/op per contender.
+// `count` ops over every contender, interleaved in `slices` turns; ns/op per contender.
 std::vector<double> interleave(const std::vector<Contender>& cs, std::size_t count, int slices = 10) {
-  std::vector<double> ns(cs.size(), 0);
-  for (int s = 0; s < slices; ++s) {
-    const std::size_t from = count * static_cast<std::size_t>(s) / static_cast<std::size_t>(slices);
-    const std::size_t to = count * static_cast<std::size_t>(s + 1) / static_cast<std::size_t>(slices);
-    for (std::size_t c = 0; c < cs.size(); ++c) {
-      const auto t0 = Clock::now();
-      for (std::size_t i = from; i < to; ++i) cs[c].op(i);
-      ns[c] += std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
-    }
-  }
-  for (double& v : ns) v /= static_cast<double>(count);
-  return ns;
+  return time_in_slices(cs.size(), count, slices, [&](std::size_t c, std::size_t from, std::size_t to) {
+    for (std::size_t i = from; i < to; ++i) cs[c].op(i);
+  });
 }
 
 struct Ratio {
