@@ -28,13 +28,15 @@ void TransactionState::put(std::string_view key, std::string_view value) {
 }
 
 bool TransactionState::erase(std::string_view key) {
-  const bool existed = contains(key);
   if (const auto it = writes_.find(key); it != writes_.end()) {
+    const bool existed = it->second.has_value();
     it->second.reset();
-  } else if (existed) {
-    writes_.emplace(std::string(key), std::nullopt);
+    return existed;
   }
-  return existed;
+  RecordView rec{};
+  if (!file_.find(key, rec)) return false;
+  writes_.emplace(std::string(key), std::nullopt);
+  return true;
 }
 
 std::vector<DataFile::Op> TransactionState::batch() const {
