@@ -27,6 +27,8 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -372,15 +374,37 @@ TEST_P(CrashPoint, RecoversEveryAcknowledgedWrite) {
   EXPECT_GE(reached, iterations / 2) << "the workload rarely reaches " << point;
 }
 
+// Each point with the most passes a workload run makes through it (the kill
+// lands at a random one of them).
+const std::pair<const char*, int> kPoints[] = {
+    {"append.partial", 300}, {"append.done", 300},          {"put.indexed", 200},
+    {"erase.counted", 30},   {"batch.half", 30},            {"grow.extended", 3},
+    {"grow.segment", 3},     {"chunk.allocated", 4},        {"rehash.filled", 2},
+    {"publish.before_rename", 3}, {"publish.after_rename", 3}, {"rebuild.copying", 20},
+    {"attach.slot_claimed", 1},
+};
+
+// Every crash_point("...") in the library's sources is killed at by a test:
+// the list above, or RecoveryKilledMidwayIsRecoveredAgain below.
+TEST(CrashPoints, EveryPointInTheSourcesIsExercised) {
+  std::set<std::string> tested{"repair_index.inserting"};
+  for (const auto& [name, hits] : kPoints) tested.insert(name);
+  const std::regex call(R"re(crash_point\("([^"]+)"\))re");
+  std::size_t found = 0;
+  for (const auto& entry : fs::directory_iterator(KVSTORE_SOURCE_DIR)) {
+    std::ifstream in(entry.path());
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    for (std::sregex_iterator m(text.begin(), text.end(), call), end; m != end; ++m) {
+      ++found;
+      EXPECT_TRUE(tested.count((*m)[1].str()) == 1)
+          << "crash point " << (*m)[1] << " (" << entry.path().filename().string() << ") is never killed at";
+    }
+  }
+  EXPECT_GE(found, tested.size());
+}
+
 INSTANTIATE_TEST_SUITE_P(
-    Points, CrashPoint,
-    ::testing::Values(std::pair{"append.partial", 300}, std::pair{"append.done", 300},
-                      std::pair{"put.indexed", 200}, std::pair{"erase.counted", 30},
-                      std::pair{"batch.half", 30}, std::pair{"grow.extended", 3},
-                      std::pair{"grow.segment", 3}, std::pair{"chunk.allocated", 4},
-                      std::pair{"rehash.filled", 2}, std::pair{"publish.before_rename", 3},
-                      std::pair{"publish.after_rename", 3}, std::pair{"rebuild.copying", 20},
-                      std::pair{"attach.slot_claimed", 1}),
+    Points, CrashPoint, ::testing::ValuesIn(kPoints),
     [](const auto& point) {
       std::string n = point.param.first;
       for (char& ch : n) {
