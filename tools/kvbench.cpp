@@ -9,7 +9,7 @@
 // `--only coordination` runs just those.
 //
 //   kvbench [-n N] [--key-size 16] [--value-size 100] [--seed S] [--dir D] [--json FILE] [--plot FILE.png]
-//           [--only coordination]
+//           [--only coordination|maintenance]
 #include <signal.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -39,6 +39,7 @@
 #include "kvbench_coordination.hpp"
 #include "kvbench_die.hpp"
 #include "kvbench_engines.hpp"
+#include "kvbench_maintenance.hpp"
 #include "kvbench_slices.hpp"
 
 namespace fs = std::filesystem;
@@ -366,7 +367,8 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir_opt, "where the files go (default: a fresh directory under /tmp)");
   app.add_option("--json", json_path, "also write the results as JSON");
   app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
-  app.add_option("--only", only, "run only this group of workloads: coordination")->check(CLI::IsMember({"coordination"}));
+  app.add_option("--only", only, "run only this group of workloads: coordination, maintenance")
+      ->check(CLI::IsMember({"coordination", "maintenance"}));
   CLI11_PARSE(app, argc, argv);
   if (b.n < 100 || b.key_size < 8) die("need -n >= 100 and --key-size >= 8");
 
@@ -384,6 +386,11 @@ int main(int argc, char** argv) {
   };
   if (only == "coordination") {
     run_coordination(b.dir, coord_ops, b.value_size, b.seed, b.results["coordination"]);
+    return finish();
+  }
+
+  if (only == "maintenance") {
+    run_maintenance(b.dir, b.n, b.value_size, b.seed, b.results["maintenance"]);
     return finish();
   }
 
@@ -408,6 +415,7 @@ int main(int argc, char** argv) {
   bench_kvstore_only(b);
   report(b, engines);
   run_coordination(b.dir, coord_ops, b.value_size, b.seed, b.results["coordination"]);
+  run_maintenance(b.dir, b.n, b.value_size, b.seed, b.results["maintenance"]);
   if (!plot_path.empty()) plot(b, plot_path);
   return finish();
 }

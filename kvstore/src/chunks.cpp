@@ -11,10 +11,11 @@
 namespace kvstore::detail {
 
 std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                                   const std::function<void(const std::string&)>& problem, bool salvage) const {
+                                   const std::function<void(const std::string&)>& problem, bool salvage,
+                                   std::uint64_t from, std::uint64_t limit) const {
   const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
   const std::uint64_t data = at + sizeof(ChunkHeader);
-  const std::uint64_t used = c.used.load(std::memory_order_acquire);
+  const std::uint64_t used = std::min(c.used.load(std::memory_order_acquire), limit);
   // The record at `pos`, if it is whole and passes its checksum.
   auto intact_at = [&](std::uint64_t pos, RecordView& r) {
     try {
@@ -24,7 +25,7 @@ std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<voi
     }
     return r.size <= used - pos && record_intact(r);
   };
-  for (std::uint64_t pos = 0; pos < used;) {
+  for (std::uint64_t pos = from; pos < used;) {
     RecordView r{};
     if (intact_at(pos, r)) {
       fn(r);
@@ -65,8 +66,22 @@ bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
 }
 
 bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
-                    const std::function<void(const std::string&)>& problem, Replay mode) const {
+                    const std::function<void(const std::string&)>& problem, Replay mode,
+                    const RecordsEnd* until) const {
   if (mode == Replay::to_tear) return scan_to_tear(fn, problem);
+  if (until != nullptr) {
+    // Up to `until` only: the list is not followed past that chunk, whose
+    // link a writer may be setting now, to a chunk this mapping may not reach.
+    try {
+      walk_chunks(*until, [&](const ChunkHeader& c, std::uint64_t from, std::uint64_t limit) {
+        (void)scan_chunk(c, fn, problem, false, from, limit);
+      });
+    } catch (const Error& e) {
+      problem(e.what());
+      return false;
+    }
+    return true;
+  }
   if (mode == Replay::salvage) {
     // The chunk list cannot be trusted: find chunks by their magic, in the
     // order of their ordinals (chunks are never freed, so none is stale).
@@ -149,6 +164,49 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
   }
   if (ordinal < mark.chunks) problem("the chunk list ends before the durable mark");
   return true;
+}
+
+DataFile::RecordsEnd DataFile::records_end() const {
+  const ChunkHeader* c = last_chunk_or_none();
+  if (c == nullptr) return {};
+  return {c->ordinal + 1, c->used.load(std::memory_order_acquire)};
+}
+
+const ChunkHeader* DataFile::last_chunk_or_none() const {
+  return root().last_chunk == nullptr ? nullptr : last_chunk();
+}
+
+void DataFile::walk_chunks(const RecordsEnd& end,
+                           const std::function<void(const ChunkHeader&, std::uint64_t, std::uint64_t)>& fn) const {
+  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  for (std::uint64_t ordinal = 0; c != nullptr && ordinal < end.chunks; ++ordinal) {
+    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
+    }
+    const bool last = ordinal + 1 == end.chunks;
+    fn(*c, 0, last ? end.used : UINT64_MAX);
+    if (last) return;
+    c = resolve(c->next, sizeof(ChunkHeader));
+  }
+}
+
+void DataFile::scan_since(const RecordsEnd& end, const std::function<void(const RecordView&)>& fn) const {
+  auto damaged = [&](const std::string& p) { throw Error(Errc::corrupt, path_ + ": " + p); };
+  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  std::uint64_t from = 0;
+  if (end.chunks > 0) {
+    // To the chunk `end` names, whose records past end.used are new.
+    walk_chunks(end, [&](const ChunkHeader& chunk, std::uint64_t, std::uint64_t) { c = &chunk; });
+    from = end.used;
+  }
+  for (std::uint64_t ordinal = end.chunks == 0 ? 0 : end.chunks - 1; c != nullptr; ++ordinal) {
+    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
+    }
+    (void)scan_chunk(*c, fn, damaged, false, from, UINT64_MAX);
+    from = 0;
+    c = resolve(c->next, sizeof(ChunkHeader));
+  }
 }
 
 std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }

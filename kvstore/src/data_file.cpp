@@ -422,20 +422,17 @@ void DataFile::mark_durable() noexcept {
   // true whenever it lands. A mark behind the truth only makes recovery after
   // a power cut more lenient about the bytes in between (never lossy: it still
   // keeps every intact record up to the first tear).
-  std::uint64_t chunks = 0;
-  std::uint64_t used = 0;
+  RecordsEnd end;
   try {
-    if (const ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader))) {
-      chunks = c->ordinal + 1;
-      used = c->used.load(std::memory_order_relaxed);
-    }
+    end = records_end();
   } catch (const Error&) {
     return;  // no trustworthy chunk to name: the old mark stays
   }
   FileHeader& h = header();
-  if (h.durable_chunks == chunks && h.durable_used == used && durable_mark(h).valid) return;
-  set_durable_mark(h, chunks, used);
-  reseal(h);
+  if (h.durable_chunks != end.chunks || h.durable_used != end.used || !durable_mark(h).valid) {
+    set_durable_mark(h, end.chunks, end.used);
+  }
+  reseal(h);  // a clean file changed by a compaction's catch-up, too
 }
 
 void DataFile::note_dirty(std::uint64_t offset, std::uint64_t length) noexcept {

@@ -118,8 +118,21 @@ class DataFile {
   // Replays every record of every chunk in order, treating damage as `mode`
   // says; damage is reported through `problem`. Returns false if the chunk
   // list itself is broken, or (to_tear) history ended at a tear.
+  // Where the records end now: `chunks` chunks, the last holding `used`
+  // bytes of records (what a durable mark and a compaction's copy name).
+  struct RecordsEnd {
+    std::uint64_t chunks = 0;
+    std::uint64_t used = 0;
+  };
+  [[nodiscard]] RecordsEnd records_end() const;
+  // With `until`, a strict replay stops there: it then needs no lock, since
+  // records before the end never change (a compaction's copy, store_impl.cpp).
   bool scan(const std::function<void(const RecordView&)>& fn,
-            const std::function<void(const std::string&)>& problem, Replay mode = Replay::strict) const;
+            const std::function<void(const std::string&)>& problem, Replay mode = Replay::strict,
+            const RecordsEnd* until = nullptr) const;
+  // The records appended after `end`, in order (write lock). Throws
+  // Error(corrupt) at a damaged one.
+  void scan_since(const RecordsEnd& end, const std::function<void(const RecordView&)>& fn) const;
   // What a replay found: each key's latest record, and what was wrong.
   struct History {
     LatestIndex latest;
@@ -128,7 +141,7 @@ class DataFile {
     // only when asked: the chunks' own bookkeeping hid records).
     std::uint64_t unknown_keys = 0;
   };
-  [[nodiscard]] History read_history(Replay mode, bool compare_index) const;
+  [[nodiscard]] History read_history(Replay mode, bool compare_index, const RecordsEnd* until = nullptr) const;
   // Whole-file verification for `kvtool check`; returns the problems found.
   [[nodiscard]] std::vector<std::string> check() const;
   // Free bytes the allocator can still hand out.
@@ -194,12 +207,18 @@ class DataFile {
   void grow(std::uint64_t at_least);
   // Replays every record into key -> latest record (see data_file.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
-                     std::uint64_t* record_bytes, Replay mode) const;
+                     std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until = nullptr) const;
   // Replays one chunk's records. A damaged record ends the chunk, unless
   // `salvage`: then the scan resumes at the next record that passes its
   // checksum. Returns where it stopped (the chunk's `used` if at its end).
   std::uint64_t scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                           const std::function<void(const std::string&)>& problem, bool salvage) const;
+                           const std::function<void(const std::string&)>& problem, bool salvage,
+                           std::uint64_t from = 0, std::uint64_t limit = UINT64_MAX) const;
+  // fn(chunk, from, limit) for the chunks up to the one `end` names, the
+  // last limited to end.used. Throws Error(corrupt) on a damaged link.
+  void walk_chunks(const RecordsEnd& end,
+                   const std::function<void(const ChunkHeader&, std::uint64_t, std::uint64_t)>& fn) const;
+  [[nodiscard]] const ChunkHeader* last_chunk_or_none() const;
   bool scan_to_tear(const std::function<void(const RecordView&)>& fn,
                     const std::function<void(const std::string&)>& problem) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;

@@ -39,7 +39,7 @@ bool DataFile::damage_is_torn_tail() const {
 
 // Replays history with batch semantics: records of an unfinished batch never count.
 LatestIndex DataFile::replay(const std::function<void(const std::string&)>& problem,
-                             std::uint64_t* record_bytes, Replay mode) const {
+                             std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until) const {
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset); }, map_.size());
@@ -67,14 +67,14 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
         pending.clear();
         problem(p);
       },
-      mode);
+      mode, until);
   latest.finish();
   return latest;
 }
 
-DataFile::History DataFile::read_history(Replay mode, bool compare_index) const {
+DataFile::History DataFile::read_history(Replay mode, bool compare_index, const RecordsEnd* until) const {
   std::vector<std::string> problems;
-  LatestIndex latest = replay([&](const std::string& p) { problems.push_back(p); }, nullptr, mode);
+  LatestIndex latest = replay([&](const std::string& p) { problems.push_back(p); }, nullptr, mode, until);
   const std::uint64_t unknown = compare_index ? indexed_keys_unknown_to(latest) : 0;
   return History{std::move(latest), std::move(problems), unknown};
 }

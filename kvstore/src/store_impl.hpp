@@ -73,6 +73,8 @@ class Store::Impl {
   void note_change() noexcept;
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
+  // Applies to `fresh` the records appended to the current file after `end`.
+  void catch_up(detail::DataFile& fresh, const detail::DataFile::RecordsEnd& end);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,

@@ -381,7 +381,7 @@ const std::pair<const char*, int> kPoints[] = {
     {"erase.counted", 30},   {"batch.half", 30},            {"grow.extended", 3},
     {"grow.segment", 3},     {"chunk.allocated", 4},        {"rehash.filled", 2},
     {"publish.before_rename", 3}, {"publish.after_rename", 3}, {"rebuild.copying", 20},
-    {"attach.slot_claimed", 1},
+    {"attach.slot_claimed", 1}, {"compact.copied", 3},     {"compact.caught_up", 3},
 };
 
 // Every crash_point("...") in the library's sources is killed at by a test:
