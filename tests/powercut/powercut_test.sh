@@ -210,7 +210,9 @@ run_mode() {
 
   local lines=() delay n=0
   for delay in $(clone_sleeps "$images" "$span"); do
-    sleep "$delay"
+    # In the background: bash runs a trap only once its foreground child ends.
+    sleep "$delay" &
+    wait $!
     if ! kill -0 "$writer_pid" 2>/dev/null; then
       echo "powercut: the writer died: $(cat "$work/$mode.writer.err")" >&2
       return 1
@@ -252,7 +254,7 @@ run_mode() {
       failed=1
       continue
     fi
-    line=$(timeout 300 unshare -m sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"' \
+    line=$(timeout 120 unshare -m sh -c 'mount --bind "$1" /proc/sys/kernel/random/boot_id && shift && exec "$@"' \
       sh "$work/boot_id" "$checker" "$cmnt/store.kv" "$mode" "${lines[i]}" "$final" 2>&1)
     rc=$?
     echo "powercut sync=$mode image $i: log lines ${lines[i]}/$final: $line"
