@@ -300,8 +300,8 @@ run_mode() {
 
   local summary goal=1
   if [ "$mode" = always ]; then
-    summary="powercut sync=always: $n images, $opened opened, $clean check clean, $prefix prefix-consistent, $lost lost acknowledged ops"
-    [ "$opened" = "$n" ] && [ "$clean" = "$n" ] && [ "$prefix" = "$n" ] && [ "$lost" = 0 ] || goal=0
+    summary="powercut sync=always: $n images, $opened opened, $clean check clean, $prefix prefix-consistent, $lost lost acknowledged ops, $missing_file missing the store file after open returned"
+    [ "$opened" = "$n" ] && [ "$clean" = "$n" ] && [ "$prefix" = "$n" ] && [ "$lost" = 0 ] && [ "$missing_file" = 0 ] || goal=0
   else
     summary="powercut sync=none: $n images, $opened opened, $clean check clean, $prefix prefix-consistent, $missing_file missing the store file after open returned, $behind behind the log (at most $max_behind acknowledged ops missing)"
     [ "$opened" = "$n" ] && [ "$clean" = "$n" ] && [ "$prefix" = "$n" ] && [ "$missing_file" = 0 ] || goal=0
