@@ -35,12 +35,14 @@ namespace {
 
 using Contents = std::unordered_map<std::string, std::size_t>;  // key -> hash of the value
 
-std::size_t value_hash(std::string_view v) { return std::hash<std::string_view>{}(v); }
+std::size_t value_hash(std::string_view v) {
+  return std::hash<std::string_view>{}(v);
+}
 
 struct Verdict {
-  bool prefix = false;          // some n makes the store equal to ops [0, n)
-  std::uint64_t lo = 0, hi = 0; // the range of such n (erases of absent keys change nothing)
-  std::uint64_t best_n = 0;     // otherwise: the n with the fewest differing keys
+  bool prefix = false;           // some n makes the store equal to ops [0, n)
+  std::uint64_t lo = 0, hi = 0;  // the range of such n (erases of absent keys change nothing)
+  std::uint64_t best_n = 0;      // otherwise: the n with the fewest differing keys
   std::size_t best_diff = 0;
   // Keys whose acknowledged state (after ops [0, ACKED)) the store does not
   // hold, and which no later op wrote: acknowledged writes lost or undone.
@@ -79,7 +81,8 @@ Verdict compare(const Contents& store, std::uint64_t acked, std::uint64_t ops) {
     const powercut::Op op = seq.next();
     for (const powercut::Write& w : op.writes) {
       const auto it = store.find(w.key);
-      const bool now = w.value ? (it != store.end() && it->second == value_hash(*w.value)) : it == store.end();
+      const bool now =
+          w.value ? (it != store.end() && it->second == value_hash(*w.value)) : it == store.end();
       const auto [slot, fresh] = same.try_emplace(w.key, it == store.end());
       if (slot->second && !now) ++diff;
       if (!slot->second && now) --diff;
@@ -149,8 +152,9 @@ int main(int argc, char** argv) {
 
   // What the library itself reads as the boot id (format.cpp), so that the
   // script can prove this run looks like another boot.
-  std::printf("boot_id=%s opened=%d acked=%llu", uuid_text(kvstore::detail::current_boot_id()).c_str(),
-              opened ? 1 : 0, static_cast<unsigned long long>(acked));
+  std::printf("boot_id=%s opened=%d acked=%llu",
+              uuid_text(kvstore::detail::current_boot_id()).c_str(), opened ? 1 : 0,
+              static_cast<unsigned long long>(acked));
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
     // Default open would create an empty store here: say that it is missing instead.
@@ -165,13 +169,15 @@ int main(int argc, char** argv) {
     const Reading r = read_store(s, acked, ops);
     const Verdict& v = r.verdict;
     const std::uint64_t missing = v.prefix && v.hi < acked ? acked - v.hi : 0;
-    std::printf(" open=ok recoveries=%llu check=%s prefix=%d", static_cast<unsigned long long>(r.recoveries),
+    std::printf(" open=ok recoveries=%llu check=%s prefix=%d",
+                static_cast<unsigned long long>(r.recoveries),
                 r.problems.empty() ? "clean" : field(r.problems[0]).c_str(), v.prefix ? 1 : 0);
     if (v.prefix) {
       std::printf(" n=%llu..%llu missing_acked_ops=%llu", static_cast<unsigned long long>(v.lo),
                   static_cast<unsigned long long>(v.hi), static_cast<unsigned long long>(missing));
     } else {
-      std::printf(" nearest_n=%llu differing_keys=%zu", static_cast<unsigned long long>(v.best_n), v.best_diff);
+      std::printf(" nearest_n=%llu differing_keys=%zu", static_cast<unsigned long long>(v.best_n),
+                  v.best_diff);
     }
     std::printf(" lost_acked_keys=%zu", v.lost_keys);
     ok = r.problems.empty() && v.prefix;
@@ -185,9 +191,10 @@ int main(int argc, char** argv) {
       kvstore::Store s = kvstore::Store::open(path);
       const Reading r = read_store(s, acked, ops);
       const Verdict& v = r.verdict;
-      std::printf(" repair=ok repair_check=%s repair_prefix=%d repair_n=%llu repair_lost_acked_keys=%zu",
-                  r.problems.empty() ? "clean" : "dirty", v.prefix ? 1 : 0,
-                  static_cast<unsigned long long>(v.prefix ? v.hi : v.best_n), v.lost_keys);
+      std::printf(
+          " repair=ok repair_check=%s repair_prefix=%d repair_n=%llu repair_lost_acked_keys=%zu",
+          r.problems.empty() ? "clean" : "dirty", v.prefix ? 1 : 0,
+          static_cast<unsigned long long>(v.prefix ? v.hi : v.best_n), v.lost_keys);
     } catch (const std::exception& e2) {
       std::printf(" repair=failed repair_error=%s", field(e2.what()).c_str());
     }

@@ -53,7 +53,8 @@ void perform(kvstore::Store& s, const powercut::Op& op) {
       break;
     case Kind::batch: {
       std::vector<kvstore::BatchOp> ops;
-      for (const powercut::Write& w : op.writes) ops.push_back({w.key, w.value.value_or(""), !w.value});
+      for (const powercut::Write& w : op.writes)
+        ops.push_back({w.key, w.value.value_or(""), !w.value});
       s.apply(ops);
       break;
     }
@@ -111,8 +112,9 @@ int main(int argc, char** argv) {
       // Paced (Sync::none would otherwise fill the image in seconds): op i is
       // due at start + i / rate.
       if (rate > 0 && i % 8 == 0) {
-        std::this_thread::sleep_until(start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                  std::chrono::duration<double>(static_cast<double>(i) / rate)));
+        std::this_thread::sleep_until(
+            start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(static_cast<double>(i) / rate)));
       }
       perform(s, seq.next());
       log_line(log, std::to_string(i));
