@@ -18,14 +18,9 @@
 
 namespace kvstore::detail {
 
-DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                           std::vector<std::string>* problems, bool salvage, std::uint64_t* unknown_keys) {
-  const LatestIndex latest = source.replay(
-      [&](const std::string& p) {
-        if (problems != nullptr) problems->push_back(p);
-      },
-      nullptr, salvage);
-  if (unknown_keys != nullptr) *unknown_keys = source.indexed_keys_unknown_to(latest);
+DataFile DataFile::rebuild(const DataFile& source, const History& history, const std::string& path,
+                           std::uint64_t max_size) {
+  const LatestIndex& latest = history.latest;
   // The live records in file order, as a bitmap of their offsets (one bit per
   // 8 bytes): the copy below then reads the source sequentially, with no sort.
   std::vector<std::uint64_t> live((source.map_.size() / kRecordAlign + 63) / 64);
@@ -120,6 +115,10 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   to.last_compact_unix = from.last_compact_unix;
   to.change_count = from.change_count;
   to.generation.store(from.generation.load() + 1);
+  // The file is written and synced whole before anyone maps it: durable to
+  // the end of its one chunk, and clean.
+  set_durable_mark(to, live_bytes > 0 ? 1 : 0, live_bytes);
+  seal_clean(to);
   d.max_size_ = max_size;
   // Everything but the records, which are in the file already.
   const std::uint64_t gap_begin = live_bytes > 0 ? records_begin : new_size;
