@@ -3,6 +3,10 @@
 #
 #   powercut_test.sh WRITER CHECKER [--images N] [--modes "always none"] [--seed S] [--keep-failed DIR]
 #                    [--no-writeback]
+# By hand, as root, after `cmake --build build --target powercut_writer powercut_check`:
+#   bash tests/powercut/powercut_test.sh build/tests/powercut/powercut_writer \
+#     build/tests/powercut/powercut_check --images 30
+# (ctest -L powercut runs 6 images per mode; the soak test, 30.)
 #
 # A writer (powercut_writer) runs on ext4 inside a loop device whose backing file
 # lives on XFS. At random moments the backing file is cloned with
