@@ -152,6 +152,7 @@ class DataFile {
 
  private:
   class AllocatorPhase;
+  class Rebuild;
   DataFile() = default;
   // Lays out an empty store (header, segment, root, first index) in map_.
   void format(std::uint64_t size);

@@ -27,6 +27,8 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <regex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -372,15 +374,37 @@ TEST_P(CrashPoint, RecoversEveryAcknowledgedWrite) {
   EXPECT_GE(reached, iterations / 2) << "the workload rarely reaches " << point;
 }
 
+// Each point with the most passes a workload run makes through it (the kill
+// lands at a random one of them).
+const std::pair<const char*, int> kPoints[] = {
+    {"append.partial", 300}, {"append.done", 300},          {"put.indexed", 200},
+    {"erase.counted", 30},   {"batch.half", 30},            {"grow.extended", 3},
+    {"grow.segment", 3},     {"chunk.allocated", 4},        {"rehash.filled", 2},
+    {"publish.before_rename", 3}, {"publish.after_rename", 3}, {"rebuild.copying", 20},
+    {"attach.slot_claimed", 1},
+};
+
+// Every crash_point("...") in the library's sources is killed at by a test:
+// the list above, or RecoveryKilledMidwayIsRecoveredAgain below.
+TEST(CrashPoints, EveryPointInTheSourcesIsExercised) {
+  std::set<std::string> tested{"repair_index.inserting"};
+  for (const auto& [name, hits] : kPoints) tested.insert(name);
+  const std::regex call(R"re(crash_point\("([^"]+)"\))re");
+  std::size_t found = 0;
+  for (const auto& entry : fs::directory_iterator(KVSTORE_SOURCE_DIR)) {
+    std::ifstream in(entry.path());
+    const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    for (std::sregex_iterator m(text.begin(), text.end(), call), end; m != end; ++m) {
+      ++found;
+      EXPECT_TRUE(tested.count((*m)[1].str()) == 1)
+          << "crash point " << (*m)[1] << " (" << entry.path().filename().string() << ") is never killed at";
+    }
+  }
+  EXPECT_GE(found, tested.size());
+}
+
 INSTANTIATE_TEST_SUITE_P(
-    Points, CrashPoint,
-    ::testing::Values(std::pair{"append.partial", 300}, std::pair{"append.done", 300},
-                      std::pair{"put.indexed", 200}, std::pair{"erase.counted", 30},
-                      std::pair{"batch.half", 30}, std::pair{"grow.extended", 3},
-                      std::pair{"grow.segment", 3}, std::pair{"chunk.allocated", 4},
-                      std::pair{"rehash.filled", 2}, std::pair{"publish.before_rename", 3},
-                      std::pair{"publish.after_rename", 3}, std::pair{"rebuild.copying", 20},
-                      std::pair{"attach.slot_claimed", 1}),
+    Points, CrashPoint, ::testing::ValuesIn(kPoints),
     [](const auto& point) {
       std::string n = point.param.first;
       for (char& ch : n) {
@@ -614,7 +638,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
     std::string written;
     {
       kvstore::Store s = kvstore::Store::open(path, small_store(kvstore::Sync::always));
-      for (int i = 0; i < acked; ++i) s.put(key_of(static_cast<std::uint64_t>(i)), value_of(1, static_cast<std::uint64_t>(i), 10 + i % 500));
+      for (int i = 0; i < acked; ++i) s.put(key_of(static_cast<std::uint64_t>(i)), value_of(1, static_cast<std::uint64_t>(i), static_cast<std::size_t>(10 + i % 500)));
       synced = read_file(path);
       // Writes after the last acknowledgement: updates, erases, new keys.
       kvstore::Store late = kvstore::Store::open(path, small_store(kvstore::Sync::none));
@@ -623,7 +647,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
         if (i % 5 == 4) {
           (void)late.erase(key_of(j));
         } else {
-          late.put(key_of(j), value_of(2, j, 10 + i % 3000));
+          late.put(key_of(j), value_of(2, j, static_cast<std::size_t>(10 + i % 3000)));
         }
       }
       written = read_file(path);
@@ -640,7 +664,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
         // Written after the cut or not: either version is fine, absence only if erased later.
         const bool touched_later = j % 3 == 0 && static_cast<int>(j / 3) < later;
         const bool erased_later = touched_later && (j / 3) % 5 == 4;
-        if (got == value_of(1, j, 10 + i % 500)) continue;
+        if (got == value_of(1, j, static_cast<std::size_t>(10 + i % 500))) continue;
         if (touched_later && got == value_of(2, j, 10 + (j / 3) % 3000)) continue;
         if (erased_later && !got) continue;
         ++lost;
