@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "crash_point.hpp"
+#include "temp_files.hpp"
 #include "kvstore/error.hpp"
 
 namespace kvstore {
@@ -104,23 +105,10 @@ class Store::Impl::ReadSection {
 // the change as durable as the sync mode asks and tells the waiting processes.
 class Store::Impl::Change {
  public:
-  explicit Change(Impl& impl) : impl_(impl) {
-    FileHeader& h = impl_.file_->header();
-    // The boot id is checked too: a file compacted from an unclean one starts
-    // unclean without one.
-    if (h.clean.load(std::memory_order_relaxed) != 0 ||
-        std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
-      std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
-      h.clean.store(0);
-      // Once a session, in every sync mode: after a power cut the file must not
-      // claim to be clean while pages written since were lost.
-      impl_.file_->sync_header();
-    }
-    h.writing.store(detail::kRecords, std::memory_order_relaxed);
-  }
+  explicit Change(Impl& impl) : impl_(impl) { impl_.file_->begin_change(); }
   Change(const Change&) = delete;
   Change& operator=(const Change&) = delete;
-  ~Change() { impl_.file_->header().writing.store(detail::kIdle, std::memory_order_release); }
+  ~Change() { impl_.file_->end_change(); }
 
   void commit() {
     if (impl_.options_.sync == Sync::always) impl_.file_->sync_tail();
@@ -131,11 +119,7 @@ class Store::Impl::Change {
   Impl& impl_;
 };
 
-void Store::Impl::note_change() noexcept {
-  FileHeader& h = file_->header();
-  h.change_count = lock_->publish_change();
-  detail::reseal(h);  // a freshly rebuilt file is clean
-}
+void Store::Impl::note_change() noexcept { file_->set_change_count(lock_->publish_change()); }
 
 void Store::Impl::enter_read() const {
   int refreshes = 0;
@@ -169,7 +153,6 @@ void check_options(const std::string& path, const Options& o) {
   if (o.lock_timeout.count() < 0) throw Error(Errc::invalid_argument, path + ": negative lock_timeout");
 }
 
-std::uint64_t now_unix() { return static_cast<std::uint64_t>(std::time(nullptr)); }
 
 }  // namespace
 
@@ -188,9 +171,9 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   refuse_reentry();
   const LockFile::WriteResult r = lock_->lock_write();
   try {
-    if (lock_->first()) remove_stale_temp_files();
+    if (lock_->first()) detail::remove_stale_temp_files(fs_path_);
     open_or_create();
-    FileHeader& h = file_->header();
+    const FileHeader& h = file_->header();
     // The lock file is new: the count goes on from what the data file kept.
     if (lock_->first()) lock_->set_change_count(h.change_count);
     if (lock_->first() && h.clean.load() != 0 && !detail::sealed(h)) {
@@ -228,47 +211,10 @@ Store::Impl::~Impl() {
     // next first open can trust it without a rebuild.
     if (lock_->begin_detach() && file_ && file_->writable()) {
       WriteSection w(*this);
-      FileHeader& h = file_->header();
-      if (h.clean.load() == 0 && h.writing.load() == 0) {
-        file_->sync_all();  // everything durable first, then the claim that it is
-        file_->mark_durable();
-        detail::seal_clean(h);
-        file_->sync_header();
-      }
+      file_->close_clean();
     }
   } catch (...) {
     // Closing never throws; the next open sees the store unclean and recovers.
-  }
-}
-
-int Store::Impl::sync_directory(const std::filesystem::path& file) noexcept {
-  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
-  const detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d || ::fsync(d.get()) != 0) return errno;
-  return 0;
-}
-
-std::string Store::Impl::temp_path(const std::string& path, const char* what) {
-  static std::atomic<unsigned> counter{0};
-  return path + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
-
-void Store::Impl::remove_stale_temp_files() const {
-  // A process killed while building a file leaves it behind. Only the first
-  // handle to attach may remove them: nobody else can be building one.
-  const std::string prefix = fs_path_.filename().string() + ".";
-  const std::filesystem::path dir = fs_path_.has_parent_path() ? fs_path_.parent_path() : ".";
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    const std::string rest = name.substr(prefix.size());
-    for (const char* what : {"create.", "compact.", "recover."}) {
-      if (rest.rfind(what, 0) == 0 &&
-          rest.find_first_not_of("0123456789.", std::strlen(what)) == std::string::npos) {
-        std::filesystem::remove(entry.path(), ec);
-      }
-    }
   }
 }
 
@@ -283,7 +229,7 @@ void Store::Impl::open_or_create() {
                 std::error_code(errno, std::system_category()));
   }
   // Built aside and renamed into place, so that nobody ever sees half a file.
-  const std::string tmp = temp_path(path_, "create");
+  const std::string tmp = detail::temp_path(path_, "create");
   // Options promise at least 64 KiB (the 8 KiB floor of create() is for compacted files).
   DataFile fresh =
       DataFile::create(tmp, std::max(options_.initial_size, detail::kMinFileSize), options_.max_file_size);
@@ -296,7 +242,7 @@ void Store::Impl::open_or_create() {
   fresh.renamed(path_);
   // Without it, for seconds after open returned only the temporary name was
   // on disk: a power cut then lost the store and every write acknowledged in it.
-  if (const int err = sync_directory(fs_path_); err != 0) detail::throw_errno(path_, "fsync directory", err);
+  if (const int err = detail::sync_directory(fs_path_); err != 0) detail::throw_errno(path_, "fsync directory", err);
   file_ = std::make_shared<DataFile>(std::move(fresh));
 }
 
@@ -327,7 +273,7 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
                                    ") but the file is not writable by this process");
   }
-  FileHeader& h = file_->header();
+  const FileHeader& h = file_->header();
   // After a power cut, pages written since the last sync may be torn; after a
   // process crash in this boot, every page it wrote is in the page cache.
   const bool same_boot = std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0;
@@ -336,8 +282,6 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
   // rebuilt in place, in a fraction of the time of a copy.
   // The dead writer's change may have landed: waiters must look again.
   if (header_trusted && h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
-    ++h.recoveries;
-    h.writing.store(detail::kIdle);
     note_change();
     return;
   }
@@ -363,9 +307,8 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why + ") but is also damaged (" + problems[0] +
                                    "); nothing was changed: run kvtool check --repair");
   }
-  const std::string tmp = temp_path(path_, "recover");
-  DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size);
-  ++fresh.header().recoveries;
+  const std::string tmp = detail::temp_path(path_, "recover");
+  DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size, DataFile::Rebuilt::recovery);
   publish(std::move(fresh), tmp);
   note_change();
 }
@@ -383,11 +326,9 @@ void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const st
   detail::crash_point("publish.after_rename");
   // The rename must be durable before anyone relies on it. (A failure is not
   // thrown: the new file is in place, and the callers below must retire the old.)
-  (void)sync_directory(path);
+  (void)detail::sync_directory(path);
   // Handles still mapping the old file reopen the path at their next call.
-  if (old != nullptr && old->writable()) {
-    old->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
-  }
+  if (old != nullptr && old->writable()) old->retire();
   lock.bump_file_epoch();
 }
 
@@ -412,13 +353,11 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
   DataFile old = DataFile::open(path.string(), true, options.max_file_size);
   if (!old.writable()) throw Error(Errc::read_only, path.string() + ": file is not writable");
   std::vector<std::string> problems = old.check();
-  const std::string tmp = temp_path(path.string(), "recover");
+  const std::string tmp = detail::temp_path(path.string(), "recover");
   DataFile fresh = DataFile::rebuild(old, old.read_history(detail::Replay::salvage, false), tmp,
-                                     options.max_file_size);
-  ++fresh.header().recoveries;
+                                     options.max_file_size, DataFile::Rebuilt::recovery);
   replace_file(fresh, tmp, path, &old, lock);
-  fresh.header().change_count = lock.publish_change();
-  detail::reseal(fresh.header());
+  fresh.set_change_count(lock.publish_change());
   return problems;
 }
 
@@ -598,12 +537,9 @@ void Store::Impl::compact() {
   if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
-  const std::string tmp = temp_path(path_, "compact");
-  DataFile fresh =
-      DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp, options_.max_file_size);
-  ++fresh.header().compactions;
-  fresh.header().last_compact_unix = now_unix();
-  detail::reseal(fresh.header());
+  const std::string tmp = detail::temp_path(path_, "compact");
+  DataFile fresh = DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp,
+                                     options_.max_file_size, DataFile::Rebuilt::compaction);
   publish(std::move(fresh), tmp);
 }
 
