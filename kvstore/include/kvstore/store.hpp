@@ -58,6 +58,7 @@ struct BatchOp {
 
 namespace detail {
 class DataFile;
+class ReadGuard;
 class TransactionState;
 }  // namespace detail
 
@@ -99,8 +100,11 @@ class View {
 
  private:
   friend class Store;
-  explicit View(const detail::DataFile& file) noexcept : file_(&file) {}
+  View(const detail::DataFile& file, const detail::ReadGuard* guard) noexcept : file_(&file), guard_(guard) {}
   const detail::DataFile* file_;
+  // Set for a handle without a reader slot (a read-only open that cannot write
+  // the lock file): each answer is validated before it is given.
+  const detail::ReadGuard* guard_;
 };
 
 class Store {
