@@ -255,6 +255,7 @@ void LockFile::open_read_only(std::chrono::steady_clock::time_point deadline) {
 }
 
 bool LockFile::anyone_attached() const noexcept {
+  if (!fd_) return false;
   struct flock fl {};
   fl.l_type = F_WRLCK;
   fl.l_whence = SEEK_SET;

@@ -177,6 +177,9 @@ class LockFile {
   // Which lock file this is (device, inode): two handles of one store share it.
   [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> identity() const noexcept { return identity_; }
 
+  // Whether any handle with a slot is attached (holds the lock on the attach
+  // byte); Access::none: false.
+  [[nodiscard]] bool anyone_attached() const noexcept;
   // Handles attached right now, over all processes (counted from OFD locks).
   [[nodiscard]] std::uint32_t attached() const noexcept;
 
@@ -204,8 +207,6 @@ class LockFile {
   }
   // Read-only access: sets up Access::read_only or Access::none.
   void open_read_only(std::chrono::steady_clock::time_point deadline);
-  // Whether any handle is attached (holds the shared lock on the attach byte).
-  [[nodiscard]] bool anyone_attached() const noexcept;
   // With write_seq odd at `odd_seq`: whether its writer is dead (see above).
   [[nodiscard]] bool writer_died(std::uint64_t odd_seq) const noexcept;
 

@@ -578,24 +578,28 @@ void Store::Impl::refresh_slotless() const {
   self.epoch_ = epoch;
 }
 
-void Store::Impl::check_settled(const DataFile& file, const detail::ReadGuard& guard) const {
+bool Store::Impl::check_settled(const DataFile& file, const detail::ReadGuard& guard) const {
   const FileHeader& h = file.header();
   std::string why;
-  if (file.short_file()) {
-    why = "the file is shorter than its header says";
-  } else if (h.writing.load(std::memory_order_relaxed) != detail::kIdle) {
-    why = "a writer died while changing it";
-  } else if (h.clean.load(std::memory_order_relaxed) == 0 &&
-             std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
-    why = "the machine stopped before it was closed";
-  } else if (lock_->access() == LockFile::Access::none && h.clean.load(std::memory_order_relaxed) == 0) {
+  if (lock_->access() == LockFile::Access::none && h.clean.load(std::memory_order_relaxed) == 0) {
     // Without a lock file nothing tells a live writer from a dead one, and
     // nothing would tell this reader that a writer changed something.
     throw Error(Errc::busy, path_ + ": has no lock file this process can read, and was not closed cleanly "
                                     "(a writer may be using it): reading it needs the lock file");
   }
-  if (why.empty()) return;
-  guard.check();  // a live writer is at work: start over
+  if (file.short_file()) {
+    why = "the file is shorter than its header says";
+  } else if (h.writing.load(std::memory_order_relaxed) != detail::kIdle) {
+    why = "a writer died while changing it";
+  } else if (h.clean.load(std::memory_order_relaxed) == 0 &&
+             std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0 && !lock_->anyone_attached()) {
+    // What the first writer to attach would recover (Impl::Impl). With a
+    // handle attached this is a file compacted from an unclean one, which
+    // carries no boot id until its next change: nothing to recover.
+    why = "the machine stopped before it was closed";
+  }
+  if (why.empty()) return true;
+  if (!guard.valid()) return false;  // a live writer is at work: start over
   throw Error(Errc::busy, path_ + ": needs recovery (" + why +
                               ") by a process that may write it; a read-only open cannot do it");
 }
@@ -611,12 +615,13 @@ auto Store::Impl::optimistic(F&& f) const {
       const detail::ReadGuard guard(*lock_, file, deadline);
       try {
         stale = slotless_stale();
-        if (!stale) {
-          check_settled(file, guard);
+        if (!stale && check_settled(file, guard)) {
           auto result = f(file, &guard);
           if (guard.valid()) return result;
         }
       } catch (const detail::ReadRetry&) {
+      } catch (const Error& e) {
+        if (e.code() == Errc::busy || guard.valid()) throw;  // busy: check_settled's verdict, or a nested wait's
       } catch (const std::exception&) {
         // What a torn state makes of a read (corrupt, a bad size...) counts
         // only if nothing moved; else start over.

@@ -104,7 +104,8 @@ class Store::Impl {
   [[nodiscard]] bool slotless_stale() const noexcept;
   // Slot-less: throws Error(busy) if the file waits for a writer's recovery
   // (a dead writer, a power cut, a short file), which this handle cannot do.
-  void check_settled(const detail::DataFile& file, const detail::ReadGuard& guard) const;
+  // False: the guard no longer holds (start over).
+  [[nodiscard]] bool check_settled(const detail::DataFile& file, const detail::ReadGuard& guard) const;
 
   std::filesystem::path fs_path_;
   std::string path_;
