@@ -14,9 +14,17 @@
 
 namespace kvstore::detail {
 
-// Thrown to start an attempt over (View::get finds the state moved). Not a
-// std::exception, so that a callback's catch (const std::exception&) lets it pass.
+// Thrown to start an attempt over. Not a std::exception, so that nothing
+// between the throw and Store::Impl::optimistic takes it for an error.
 struct ReadRetry {};
+
+// Thrown by View::get when a writer moved the state since the view began: an
+// Error (busy), so that the C API and Python report it as such when it
+// escapes there; a C++ callback it escapes runs again.
+class ViewMoved : public Error {
+ public:
+  using Error::Error;
+};
 
 class ReadGuard {
  public:
@@ -47,9 +55,12 @@ class ReadGuard {
            __atomic_load_n(&h.change_count, __ATOMIC_RELAXED) == changes_ &&
            h.generation.load(std::memory_order_relaxed) == generation_;
   }
-  // Throws ReadRetry unless valid().
-  void check() const {
-    if (!valid()) throw ReadRetry{};
+  // Throws ViewMoved unless valid().
+  void check_view(const std::string& path) const {
+    if (!valid()) {
+      throw ViewMoved(Errc::busy, path + ": a writer changed the store during this view (a read-only handle "
+                                         "without a reader slot cannot hold writers off); run the view again");
+    }
   }
 
  private:

@@ -605,7 +605,7 @@ bool Store::Impl::check_settled(const DataFile& file, const detail::ReadGuard& g
 }
 
 template <class F>
-auto Store::Impl::optimistic(F&& f) const {
+auto Store::Impl::optimistic(F&& f, bool revalidate) const {
   const auto deadline = std::chrono::steady_clock::now() + options_.lock_timeout;
   for (;;) {
     bool stale = false;
@@ -613,19 +613,17 @@ auto Store::Impl::optimistic(F&& f) const {
       const std::shared_lock<std::shared_mutex> shared(remap_);
       const DataFile& file = *file_;
       const detail::ReadGuard guard(*lock_, file, deadline);
-      try {
-        stale = slotless_stale();
-        if (!stale && check_settled(file, guard)) {
+      stale = slotless_stale();
+      if (!stale && check_settled(file, guard)) {
+        try {
           auto result = f(file, &guard);
-          if (guard.valid()) return result;
+          if (!revalidate || guard.valid()) return result;
+        } catch (const detail::ReadRetry&) {
+        } catch (const std::exception&) {
+          // What a torn state makes of a read (corrupt, a bad size...) counts
+          // only if nothing moved; else start over.
+          if (guard.valid()) throw;
         }
-      } catch (const detail::ReadRetry&) {
-      } catch (const Error& e) {
-        if (e.code() == Errc::busy || guard.valid()) throw;  // busy: check_settled's verdict, or a nested wait's
-      } catch (const std::exception&) {
-        // What a torn state makes of a read (corrupt, a bad size...) counts
-        // only if nothing moved; else start over.
-        if (guard.valid()) throw;
       }
     }
     if (stale) {
@@ -704,15 +702,29 @@ bool Store::Impl::visit(std::string_view key, const std::function<void(std::stri
   return true;
 }
 
-void Store::Impl::view(const std::function<void(const DataFile&, const detail::ReadGuard*)>& fn) const {
+void Store::Impl::view(
+    const std::function<void(const DataFile&, const detail::ReadGuard*, std::size_t keys)>& fn) const {
   refuse_reentry();
-  // Slot-less: each View::get validates before it answers, so the callback
-  // sees one committed state; it runs again if the state moved under it.
-  (void)read([&](const DataFile& file, const detail::ReadGuard* guard) {
+  if (!lock_->slotless()) {
+    ReadSection r(*this);
     CallbackScope scope(*this);
-    fn(file, guard);
-    return true;
-  });
+    fn(*file_, nullptr, 0);
+    return;
+  }
+  // Slot-less: every View::get validates against the state at the start
+  // before it answers, so all the answers of one run are of one committed
+  // state, and a callback that returns needs no check after it. A get after
+  // a writer's change throws ViewMoved: escaping the callback, it runs it
+  // again (C and Python report busy to their callers instead).
+  (void)optimistic(
+      [&](const DataFile& file, const detail::ReadGuard* guard) {
+        const std::size_t keys = file.key_count();
+        if (!guard->valid()) throw detail::ReadRetry{};
+        CallbackScope scope(*this);
+        fn(file, guard, keys);
+        return true;
+      },
+      false);
 }
 
 std::size_t Store::Impl::size() const {

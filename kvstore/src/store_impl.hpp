@@ -32,7 +32,8 @@ class Store::Impl {
   [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
   void transact(const std::function<void(detail::TransactionState&)>& fn);
   // `guard` is null for a handle with a reader slot; else View::get validates with it.
-  void view(const std::function<void(const detail::DataFile&, const detail::ReadGuard*)>& fn) const;
+  // `keys`: with a guard, the key count validated at the start.
+  void view(const std::function<void(const detail::DataFile&, const detail::ReadGuard*, std::size_t keys)>& fn) const;
   std::int64_t increment(std::string_view key, std::int64_t delta);
   bool compare_exchange(std::string_view key, std::optional<std::string_view> expected,
                         std::optional<std::string_view> desired);
@@ -94,8 +95,10 @@ class Store::Impl {
   // than once. `guard` is null under the read lock.
   template <class F>
   auto read(F&& f) const;
+  // `revalidate`: whether f's result counts only if the guard still holds
+  // when it returns (false: f validated everything it used itself).
   template <class F>
-  auto optimistic(F&& f) const;
+  auto optimistic(F&& f, bool revalidate = true) const;
   // Slot-less open: maps the existing file read-only, validated like a read.
   void open_slotless();
   // Slot-less: maps what the path now holds (grown, or replaced by compaction

@@ -66,9 +66,10 @@ bool Transaction::erase(std::string_view key) { return state_->erase(key); }
 
 namespace {
 
-// A lookup for a View. Without a read lock (guard set), an answer counts only
-// if no writer moved the state since the view began: else the view starts
-// over (ReadRetry), and so does an error that a torn state may have caused.
+// A lookup for a View. Without a read lock (guard set), an answer is given
+// only if no writer moved the state since the view began, so that every
+// answer of one view is of the same committed state; else ViewMoved (also
+// for an error that a torn state may have caused).
 bool view_find(const detail::DataFile& file, const detail::ReadGuard* guard, std::string_view key,
                detail::RecordView& rec) {
   if (guard == nullptr) return file.find(key, rec);
@@ -76,10 +77,10 @@ bool view_find(const detail::DataFile& file, const detail::ReadGuard* guard, std
   try {
     found = file.find(key, rec);
   } catch (const Error&) {
-    guard->check();
+    guard->check_view(file.path());
     throw;
   }
-  guard->check();
+  guard->check_view(file.path());
   return found;
 }
 
@@ -94,8 +95,7 @@ bool View::contains(std::string_view key) const {
   detail::RecordView rec{};
   return view_find(*file_, guard_, key, rec);
 }
-// Slot-less: a count read from a torn state is at worst a stale count, and the
-// view's own validation at its end repeats the callback if the state moved.
-std::size_t View::size() const noexcept { return file_->key_count(); }
+// Slot-less: the count as validated when the view began.
+std::size_t View::size() const noexcept { return guard_ != nullptr ? keys_ : file_->key_count(); }
 
 }  // namespace kvstore
