@@ -107,6 +107,7 @@ inline void cpu_relax() noexcept {
 // FORMAT.md "Lock file" gives this offset: slot-less readers of other builds rely on it.
 static_assert(offsetof(LockShared, write_seq) == 272);
 static_assert(offsetof(LockShared, slots) == 320);
+static_assert(offsetof(LockShared, change_waiters) + 4 == offsetof(LockShared, write_seq));
 
 }  // namespace
 
@@ -155,13 +156,15 @@ LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeo
   map_ = Mapping(fd, sizeof(LockShared), true, lock_path);
   shared_ = reinterpret_cast<LockShared*>(map_.base());  // NOLINT: the lock file's one object
   if (first_) {
-    // write_seq goes on from where it was (any value will do, even a stale
-    // one): were it reset, a slot-less reader could see the same value before
-    // and after a change. Only the zeroing below briefly shows 0, and nothing
-    // changes the data file until this handle takes the write lock.
-    const std::uint64_t seq = reuse_in_place ? shared_->write_seq.load(std::memory_order_relaxed) : 0;
-    new (shared_) LockShared{};
-    shared_->write_seq.store(seq, std::memory_order_relaxed);
+    // Zero everything but write_seq, which goes on from where it was (any
+    // value will do, even a stale one): were it reset, a slot-less reader
+    // could see the same value before and after a change. A truncated file
+    // is all zeros already. (All zeros is the initial state of every field;
+    // the mutex is initialised below.)
+    if (reuse_in_place) {
+      std::memset(static_cast<void*>(shared_), 0, offsetof(LockShared, write_seq));
+      std::memset(static_cast<void*>(&shared_->slots[0]), 0, sizeof shared_->slots);
+    }
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
