@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
+#include <kvstore/kvstore.h>
 #include <kvstore/store.hpp>
 #include <set>
 #include <string>
@@ -74,6 +75,33 @@ bool intact(std::string_view v) {
 std::uint64_t round_of(std::string_view v) { return std::stoull(std::string(v.substr(0, v.find('|')))); }
 
 std::string group_key(int i) { return "g/" + std::to_string(i); }
+
+// The same check of the group through the C API's view: KVSTORE_BUSY from a
+// get means a writer moved the state since the view began (a slot-less handle).
+struct CView {
+  int bad = 0;
+};
+int c_view_group(const kvstore_view* view, void* ctx) {
+  auto* c = static_cast<CView*>(ctx);
+  c->bad = 0;
+  const void* first = nullptr;
+  std::size_t first_len = 0;
+  const int rc0 = kvstore_view_get(view, "g/0", 3, &first, &first_len);
+  if (rc0 != KVSTORE_OK && rc0 != KVSTORE_NOTFOUND) return rc0;
+  for (int i = 0; i < 8; ++i) {
+    const std::string k = group_key(i);
+    const void* v = nullptr;
+    std::size_t len = 0;
+    const int rc = kvstore_view_get(view, k.data(), k.size(), &v, &len);
+    if (rc != KVSTORE_OK && rc != KVSTORE_NOTFOUND) return rc;
+    if ((rc == KVSTORE_OK) != (rc0 == KVSTORE_OK)) c->bad = 12;
+    if (rc == KVSTORE_OK && rc0 == KVSTORE_OK &&
+        std::string_view(static_cast<const char*>(v), len) != std::string_view(static_cast<const char*>(first), first_len)) {
+      c->bad = 12;
+    }
+  }
+  return KVSTORE_OK;
+}
 std::string filler_key(std::uint64_t i) { return "f/" + std::to_string(i % kFillers); }
 
 kvstore::Options writer_options() {
@@ -164,6 +192,14 @@ int run_writer(const std::string& path, int ready_fd, int readers, double second
 int run_reader(const std::string& path, int ready_fd) {
   if (!drop_privileges(path)) return kPrivileged;
   kvstore::Store s = kvstore::Store::open(path, reader_options());
+  kvstore_options copt;
+  kvstore_options_init(&copt);
+  copt.create = 0;
+  copt.read_only = 1;
+  copt.lock_timeout_ms = 30'000;
+  kvstore_db* cdb = nullptr;
+  if (kvstore_open(path.c_str(), &copt, &cdb) != KVSTORE_OK) return kWrongError;
+  std::uint64_t c_views = 0, c_busy = 0;
   if (::write(ready_fd, "r", 1) != 1) return 1;
   std::set<std::uint64_t> rounds;
   std::uint64_t min_size = ~std::uint64_t{0}, max_size = 0, compactions0 = s.stats().compactions, compactions = 0;
@@ -186,6 +222,20 @@ int run_reader(const std::string& path, int ready_fd) {
     if (bad != kOk) return bad;
     if (seen != 0) rounds.insert(seen);
     if (const auto f = s.get(filler_key(iter * 13)); f && !intact(*f)) return kBadValue;
+    if (iter % 4 == 0) {
+      CView cv;
+      const int rc = kvstore_view_run(cdb, c_view_group, &cv);
+      if (rc == KVSTORE_BUSY) {
+        ++c_busy;  // a writer came between: the answer given so far was still of one state
+      } else if (rc != KVSTORE_OK) {
+        std::fprintf(stderr, "C view: %s (%s)\n", kvstore_strerror(rc), kvstore_last_error());
+        return kWrongError;
+      } else if (cv.bad != 0) {
+        return cv.bad;
+      } else {
+        ++c_views;
+      }
+    }
     if (iter % 25 == 0) {
       int scan_bad = kOk;
       s.for_each([&](std::string_view k, std::string_view v) {
@@ -208,7 +258,11 @@ int run_reader(const std::string& path, int ready_fd) {
   std::fprintf(stderr, "reader %d: %zu distinct rounds seen in %llu reads, file %llu..%llu bytes, %llu compactions seen\n",
                static_cast<int>(::getpid()), rounds.size(), static_cast<unsigned long long>(iters), static_cast<unsigned long long>(min_size),
                static_cast<unsigned long long>(max_size), static_cast<unsigned long long>(compactions - compactions0));
+  std::fprintf(stderr, "reader %d: C views: %llu complete, %llu ended busy\n", static_cast<int>(::getpid()),
+               static_cast<unsigned long long>(c_views), static_cast<unsigned long long>(c_busy));
+  kvstore_close(cdb);
   if (rounds.size() < 20) return kTooFewRounds;
+  if (c_views == 0) return kTooFewRounds;
   if (compactions == compactions0) return kNoCompaction;
   if (max_size == min_size) return kNoGrowth;
   return kOk;
