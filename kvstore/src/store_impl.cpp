@@ -558,7 +558,7 @@ bool Store::Impl::slotless_stale() const noexcept {
   return lock_->file_epoch() != epoch_ || file_->stale();
 }
 
-void Store::Impl::refresh_slotless() const {
+void Store::Impl::refresh_slotless(std::uint64_t seq) const {
   auto& self = const_cast<Impl&>(*this);  // NOLINT: remap_ held exclusively makes this safe
   const std::unique_lock<std::shared_mutex> exclusive(remap_);
   if (!slotless_stale()) return;  // another thread did it
@@ -568,7 +568,11 @@ void Store::Impl::refresh_slotless() const {
   if (file_->retired() || ::stat(path_.c_str(), &at_path) != 0 || ::fstat(file_->fd(), &mapped) != 0 ||
       at_path.st_ino != mapped.st_ino || at_path.st_dev != mapped.st_dev) {
     // Replaced (compaction, recovery): the old file stays mapped for those who pinned it.
-    self.file_ = std::make_shared<DataFile>(DataFile::open(path_, false, options_.max_file_size));
+    auto fresh = std::make_shared<DataFile>(DataFile::open(path_, false, options_.max_file_size));
+    // Opening reads the length, then the header: a grow in between would make
+    // the file look short. Only an open no writer overlapped counts.
+    if (!lock_->read_unchanged(seq)) return;
+    self.file_ = std::move(fresh);
   } else if (file_->stale()) {
     // Grown: map up to the published size. The size is published only once the
     // file is that long, and a live file never shrinks, so this never maps past
@@ -629,7 +633,7 @@ auto Store::Impl::optimistic(F&& f, bool revalidate) const {
     if (stale) {
       const std::uint64_t seq = lock_->read_begin(deadline);
       try {
-        refresh_slotless();
+        refresh_slotless(seq);
       } catch (const std::exception&) {
         if (lock_->read_unchanged(seq)) throw;  // not a writer's half-made change
       }
@@ -657,10 +661,15 @@ void Store::Impl::open_slotless() {
     try {
       epoch_ = lock_->file_epoch();
       file_ = std::make_shared<DataFile>(DataFile::open(path_, false, options_.max_file_size));
-      break;
+      // A header read (pread) while a writer changed it may be torn, and a
+      // grow between its fstat and its pread makes the file look short.
+      if (lock_->read_unchanged(seq)) break;
     } catch (const Error&) {
-      // A header read (pread) while a writer changed it may be torn.
-      if (lock_->read_unchanged(seq) || std::chrono::steady_clock::now() >= deadline) throw;
+      if (lock_->read_unchanged(seq)) throw;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(Errc::busy, path_ + ": writers kept changing the store; it could not be opened within " +
+                                  std::to_string(options_.lock_timeout.count()) + " ms");
     }
   }
   (void)optimistic([](const DataFile& file, const detail::ReadGuard*) {

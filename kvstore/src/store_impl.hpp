@@ -103,7 +103,8 @@ class Store::Impl {
   void open_slotless();
   // Slot-less: maps what the path now holds (grown, or replaced by compaction
   // or recovery), under remap_ exclusively.
-  void refresh_slotless() const;
+  // `seq`: from LockFile::read_begin; an open that a writer overlapped is dropped.
+  void refresh_slotless(std::uint64_t seq) const;
   [[nodiscard]] bool slotless_stale() const noexcept;
   // Slot-less: throws Error(busy) if the file waits for a writer's recovery
   // (a dead writer, a power cut, a short file), which this handle cannot do.
