@@ -268,6 +268,33 @@ bool LockFile::anyone_attached() const noexcept {
   return fl.l_type != F_UNLCK;
 }
 
+bool LockFile::attach_in_progress() const noexcept {
+  if (!fd_) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kAttachMutexByte;
+  fl.l_len = 1;
+  if (::fcntl(fd_.get(), F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: assume so
+  return fl.l_type != F_UNLCK;
+}
+
+std::uint64_t LockFile::settled_change_count() const noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (;;) {
+    const std::uint64_t n = shared_->change_count.load(std::memory_order_acquire);
+    // A rebuild zeroes the count (and only while the attach byte is held): a
+    // nonzero count is a real one; a zero one is, once no attach is under way.
+    if (n != 0 || !attach_in_progress()) {
+      const std::uint64_t again = shared_->change_count.load(std::memory_order_acquire);
+      if (again == n) return n;
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return n;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
 bool LockFile::writer_died(std::uint64_t odd_seq) const noexcept {
   // The writer mutex is robust: when its owner dies the kernel clears the
   // owner's thread id in the lock word and sets FUTEX_OWNER_DIED (glibc keeps
@@ -502,7 +529,8 @@ std::uint64_t LockFile::wait_for_change(std::uint64_t seen, std::chrono::millise
     // us: poll in short futex sleeps (a wake meant for others still ends one).
     for (;;) {
       const std::uint32_t seq = shared_->change_seq.load(std::memory_order_acquire);
-      const std::uint64_t count = shared_->change_count.load(std::memory_order_acquire);
+      const std::uint64_t count =
+          access_ == Access::read_only ? settled_change_count() : shared_->change_count.load(std::memory_order_acquire);
       const auto left = deadline - std::chrono::steady_clock::now();
       if (count != seen || left <= std::chrono::nanoseconds::zero()) return count;
       if (access_ == Access::none) {

@@ -164,6 +164,7 @@ class LockFile {
   void bump_file_epoch() noexcept { shared_->file_epoch.fetch_add(1, std::memory_order_acq_rel); }
   // --- change notification (Store::change_count, Store::wait_for_change)
   [[nodiscard]] std::uint64_t change_count() const noexcept {
+    if (access_ == Access::read_only) return settled_change_count();
     return shared_->change_count.load(std::memory_order_acquire);
   }
   // The first handle to attach carries the count over from the data file.
@@ -207,6 +208,13 @@ class LockFile {
   }
   // Read-only access: sets up Access::read_only or Access::none.
   void open_read_only(std::chrono::steady_clock::time_point deadline);
+  // Whether a handle is attaching or detaching right now (holds the attach
+  // byte): a first attacher then rebuilds the file, which zeroes the change
+  // count until it carries the count over from the data file.
+  [[nodiscard]] bool attach_in_progress() const noexcept;
+  // Access::read_only: the change count, waiting (up to the timeout) while an
+  // attach is in progress, so that a rebuild's transient 0 is never reported.
+  [[nodiscard]] std::uint64_t settled_change_count() const noexcept;
   // With write_seq odd at `odd_seq`: whether its writer is dead (see above).
   [[nodiscard]] bool writer_died(std::uint64_t odd_seq) const noexcept;
 
