@@ -71,6 +71,7 @@ std::vector<std::string> DataFile::check() const {
   auto problem = [&](const std::string& p) { problems.push_back(p); };
   const FileHeader& h = header();
   if (h.header_crc != crc32c(0, &h, kHeaderCrcBytes)) problem("header checksum mismatch");
+  if (h.clean.load() != 0 && !sealed(h)) problem("the header's state fails its checksum");
   try {
     validate_root();
   } catch (const Error& e) {
@@ -78,10 +79,14 @@ std::vector<std::string> DataFile::check() const {
     return problems;
   }
   std::uint64_t bytes = 0;
-  const LatestIndex latest = replay(problem, &bytes, false);
+  const LatestIndex latest = replay(problem, &bytes, Replay::strict);
   const std::uint64_t live_keys = latest.live_keys();
   const Root& r = root();
   if (const std::string p = chunk_tail_problem(); !p.empty()) problem(p);
+  if (const DurableMark m = durable_mark(h); m.valid && m.chunks > r.chunks) {
+    problem("the durable mark names chunk " + std::to_string(m.chunks - 1) + ", the store has " +
+            std::to_string(r.chunks));
+  }
   if (bytes != r.record_bytes) {
     problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +
             std::to_string(bytes));

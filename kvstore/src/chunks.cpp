@@ -10,8 +10,8 @@
 
 namespace kvstore::detail {
 
-void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                          const std::function<void(const std::string&)>& problem, bool salvage) const {
+std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
+                                   const std::function<void(const std::string&)>& problem, bool salvage) const {
   const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
   const std::uint64_t data = at + sizeof(ChunkHeader);
   const std::uint64_t used = c.used.load(std::memory_order_acquire);
@@ -34,7 +34,7 @@ void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const R
     if (!salvage) {
       problem("record at " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
               " fails its checksum or bounds; the rest of the chunk is skipped");
-      return;
+      return pos;
     }
     // Salvage: the damaged record's sizes cannot be trusted, so look for the
     // next record that proves itself by its checksum, 8 bytes at a time.
@@ -44,6 +44,7 @@ void DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const R
     problem("bytes " + hex_offset(data + bad) + " to " + hex_offset(data + pos) + " in chunk " + std::to_string(c.ordinal) +
             " hold no intact record; skipped");
   }
+  return used;
 }
 
 ChunkHeader* DataFile::last_chunk() const {
@@ -64,8 +65,9 @@ bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
 }
 
 bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
-                    const std::function<void(const std::string&)>& problem, bool salvage) const {
-  if (salvage) {
+                    const std::function<void(const std::string&)>& problem, Replay mode) const {
+  if (mode == Replay::to_tear) return scan_to_tear(fn, problem);
+  if (mode == Replay::salvage) {
     // The chunk list cannot be trusted: find chunks by their magic, in the
     // order of their ordinals (chunks are never freed, so none is stale).
     std::vector<const ChunkHeader*> found;
@@ -84,6 +86,68 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
     problem(e.what());
     return false;
   }
+  return true;
+}
+
+bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
+                            const std::function<void(const std::string&)>& problem) const {
+  // After a power cut pages written since the last sync may be lost, in any
+  // order. Everything before the durable mark had reached the disk: damage
+  // there is damage (reported; the caller refuses). The first damage after
+  // it, in a record, a chunk header or a link, is where the writes the power
+  // cut lost begin: history ends there, so the store that recovery makes is
+  // the store as it was at one moment (a prefix of its history), never newer
+  // writes over lost older ones.
+  const DurableMark mark = durable_mark(header());
+  auto before_mark = [&](std::uint64_t ordinal, std::uint64_t pos) {
+    return ordinal + 1 < mark.chunks || (ordinal + 1 == mark.chunks && pos < mark.used);
+  };
+  if (root().magic != kRootMagic) {
+    problem("bad root");
+    return false;
+  }
+  const bip::offset_ptr<ChunkHeader>* link = &root().first_chunk;
+  std::uint64_t ordinal = 0;
+  for (;; ++ordinal) {
+    const ChunkHeader* c = nullptr;
+    bool whole = true;
+    try {
+      c = resolve(*link, sizeof(ChunkHeader));
+    } catch (const Error&) {
+      whole = false;
+    }
+    if (whole && c == nullptr) break;  // the end of the list
+    if (!whole || !chunk_plausible(*c) || c->ordinal != ordinal) {
+      if (ordinal < mark.chunks) problem("chunk " + std::to_string(ordinal) + " before the durable mark is damaged");
+      return false;
+    }
+    const std::uint64_t used = c->used.load(std::memory_order_acquire);
+    if (ordinal + 1 == mark.chunks && used < mark.used) {
+      problem("chunk " + std::to_string(ordinal) + " ends before the durable mark");
+    }
+    std::string damage;
+    const std::uint64_t end = scan_chunk(*c, fn, [&](const std::string& p) { damage = p; }, false);
+    if (end < used) {
+      if (before_mark(ordinal, end)) problem(damage);
+      return false;
+    }
+    if (ordinal + 1 < mark.chunks && used < c->capacity) {
+      // A closed chunk ends where its next record did not fit: an intact
+      // record right after `used` means the length was cut short.
+      const std::uint64_t at =
+          static_cast<std::uint64_t>(reinterpret_cast<const char*>(c + 1) - map_.base()) + used;  // NOLINT
+      try {
+        const RecordView r = record_at(at);
+        if (r.size <= c->capacity - used && record_intact(r)) {
+          problem("chunk " + std::to_string(ordinal) + "'s length hides records after it");
+        }
+      } catch (const Error&) {
+        // No record there: as expected.
+      }
+    }
+    link = &c->next;
+  }
+  if (ordinal < mark.chunks) problem("the chunk list ends before the durable mark");
   return true;
 }
 

@@ -17,9 +17,17 @@
 #include "mapping.hpp"
 #include "record.hpp"
 
+#include "latest_index.hpp"
+
 namespace kvstore::detail {
 
-class LatestIndex;
+// How a replay of the records treats damage.
+enum class Replay {
+  strict,   // the chunk list in order; a damaged record ends its chunk (reported)
+  salvage,  // chunks found by their magic, damaged bytes skipped (an explicit repair)
+  to_tear,  // after a power cut: damage before the durable mark is reported, and
+            // the first damage after it ends history (chunks.cpp, scan_to_tear)
+};
 
 class DataFile {
  public:
@@ -98,19 +106,29 @@ class DataFile {
   void apply(const std::vector<Op>& ops);
   // Makes everything durable: msync of the whole mapping, then fdatasync.
   void sync_all() const;
+  // After a completed sync of every record (write lock): the header's durable
+  // mark (format.hpp) names the end of the records.
+  void mark_durable() noexcept;
   // Makes the header page durable.
   void sync_header() const { map_.sync(0, kHeaderSize, path_); }
-  // Makes the last appended records durable (Sync::always).
+  // Makes the last appended records durable (Sync::always), and marks them so.
   void sync_tail();
 
   // --- history (any lock)
-  // Replays every record of every chunk in order. Stops a chunk at its first
-  // bad record and reports it through `problem`. Returns false if the chunk
-  // list itself is broken (also reported).
-  // With `salvage`, the chunk list is not followed: chunks are found by their
-  // magic anywhere in the file (for repairing a file whose root or links are damaged).
+  // Replays every record of every chunk in order, treating damage as `mode`
+  // says; damage is reported through `problem`. Returns false if the chunk
+  // list itself is broken, or (to_tear) history ended at a tear.
   bool scan(const std::function<void(const RecordView&)>& fn,
-            const std::function<void(const std::string&)>& problem, bool salvage = false) const;
+            const std::function<void(const std::string&)>& problem, Replay mode = Replay::strict) const;
+  // What a replay found: each key's latest record, and what was wrong.
+  struct History {
+    LatestIndex latest;
+    std::vector<std::string> problems;
+    // Keys the index holds whose records the replay never reached (counted
+    // only when asked: the chunks' own bookkeeping hid records).
+    std::uint64_t unknown_keys = 0;
+  };
+  [[nodiscard]] History read_history(Replay mode, bool compare_index) const;
   // Whole-file verification for `kvtool check`; returns the problems found.
   [[nodiscard]] std::vector<std::string> check() const;
   // Free bytes the allocator can still hand out.
@@ -126,17 +144,15 @@ class DataFile {
   // file needs the full rebuild instead (a damaged record or root).
   bool repair_index();
 
-  // Writes a compact copy holding only the live pairs of `source` (as found by
-  // scanning its records, so that it also serves recovery) to `path`, and
-  // makes it durable. Counters in the mutable header part are carried over.
-  // `unknown_keys`, if given, receives the number of keys the source's index
-  // holds (with intact records) that the replay never saw.
-  static DataFile rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                          std::vector<std::string>* problems, bool salvage = false,
-                          std::uint64_t* unknown_keys = nullptr);
+  // Writes a compact copy holding only the live pairs of `source` (as its
+  // replay `history` found them, so that it also serves recovery) to `path`,
+  // and makes it durable. Counters in the mutable header part are carried over.
+  static DataFile rebuild(const DataFile& source, const History& history, const std::string& path,
+                          std::uint64_t max_size);
 
  private:
   class AllocatorPhase;
+  class Rebuild;
   DataFile() = default;
   // Lays out an empty store (header, segment, root, first index) in map_.
   void format(std::uint64_t size);
@@ -162,11 +178,14 @@ class DataFile {
   void grow(std::uint64_t at_least);
   // Replays every record into key -> latest record (see data_file.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
-                     std::uint64_t* record_bytes, bool salvage) const;
+                     std::uint64_t* record_bytes, Replay mode) const;
   // Replays one chunk's records. A damaged record ends the chunk, unless
-  // `salvage`: then the scan resumes at the next record that passes its checksum.
-  void scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                  const std::function<void(const std::string&)>& problem, bool salvage) const;
+  // `salvage`: then the scan resumes at the next record that passes its
+  // checksum. Returns where it stopped (the chunk's `used` if at its end).
+  std::uint64_t scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
+                           const std::function<void(const std::string&)>& problem, bool salvage) const;
+  bool scan_to_tear(const std::function<void(const RecordView&)>& fn,
+                    const std::function<void(const std::string&)>& problem) const;
   [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
   // The chunk appends go to, checked. Throws Error(corrupt).
   [[nodiscard]] ChunkHeader* last_chunk() const;

@@ -74,7 +74,61 @@ void init_header(FileHeader& h, std::uint64_t file_size, std::uint64_t root_offs
   h.generation.store(1);
   h.state.store(static_cast<std::uint32_t>(FileState::live));
   h.writing.store(0);
+  set_durable_mark(h, 0, 0);  // a new file holds no chunk yet
+  seal_clean(h);
+}
+
+std::uint32_t state_checksum(const FileHeader& h) noexcept {
+  std::uint32_t c = 0;
+  auto add = [&c](std::uint64_t v) { c = crc32c(c, &v, sizeof v); };
+  add(h.file_size.load(std::memory_order_relaxed));
+  add(h.generation.load(std::memory_order_relaxed));
+  add(h.state.load(std::memory_order_relaxed));
+  add(h.durable_chunks);
+  add(h.durable_used);
+  add(h.durable_crc);
+  add(h.writing.load(std::memory_order_relaxed));
+  add(h.clean.load(std::memory_order_relaxed));
+  add(h.grows);
+  add(h.compactions);
+  add(h.recoveries);
+  add(h.last_compact_unix);
+  c = crc32c(c, h.boot_id, sizeof h.boot_id);
+  add(h.change_count);
+  return c;
+}
+
+void seal_clean(FileHeader& h) noexcept {
   h.clean.store(1);
+  h.state_crc = state_checksum(h);
+}
+
+void reseal(FileHeader& h) noexcept {
+  if (h.clean.load() == 1) h.state_crc = state_checksum(h);
+}
+
+bool sealed(const FileHeader& h) noexcept {
+  return h.clean.load() == 1 && h.state_crc == state_checksum(h);
+}
+
+namespace {
+std::uint32_t mark_checksum(std::uint64_t chunks, std::uint64_t used) noexcept {
+  const std::uint64_t v[2] = {chunks, used};
+  // Seeded so that an all-zero mark (a file from before marks) never passes.
+  return crc32c(0x4d41524b, v, sizeof v);
+}
+}  // namespace
+
+DurableMark durable_mark(const FileHeader& h) noexcept {
+  DurableMark m{h.durable_chunks, h.durable_used, false};
+  m.valid = h.durable_crc == mark_checksum(m.chunks, m.used);
+  return m;
+}
+
+void set_durable_mark(FileHeader& h, std::uint64_t chunks, std::uint64_t used) noexcept {
+  h.durable_chunks = chunks;
+  h.durable_used = used;
+  h.durable_crc = mark_checksum(chunks, used);
 }
 
 HeaderCheck read_and_validate_header(int fd, const std::string& path) {

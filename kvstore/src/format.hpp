@@ -53,6 +53,17 @@ struct FileHeader {
   alignas(64) std::atomic<std::uint64_t> file_size;  // bytes in use; the file may be longer
   std::atomic<std::uint64_t> generation;             // +1 at every grow and compaction
   std::atomic<std::uint32_t> state;                  // FileState
+  // The rest of this line is written at syncs only (FORMAT.md "Durable mark").
+  // crc32c of the whole mutable part (state_checksum()), valid while `clean`
+  // is 1: nothing changes a clean file's header, so a mismatch is damage.
+  std::uint32_t state_crc;
+  // The durable mark: the first `durable_chunks` chunks, the last of them up
+  // to `durable_used` bytes, had reached the disk with the chunk links before
+  // them at the last completed sync. After a power cut, damage before the mark
+  // is damage; the first damage after it is where the history was torn.
+  std::uint64_t durable_chunks;
+  std::uint64_t durable_used;
+  std::uint32_t durable_crc;  // crc32c of the two fields above; else no mark
   // --- mutable part: written by writers only (own line: readers never miss on it)
   alignas(64) std::atomic<std::uint32_t> writing;  // WritingPhase: what a writer is doing now
   std::atomic<std::uint32_t> clean;                // 1 once the last handle closed it
@@ -72,6 +83,29 @@ struct FileHeader {
 static_assert(sizeof(FileHeader) <= kHeaderSize);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 inline constexpr std::size_t kHeaderCrcBytes = offsetof(FileHeader, header_crc);
+// The new fields sit in padding: older files read them as zeros (no mark, a
+// state checksum that fails: one full recovery at their first open).
+static_assert(offsetof(FileHeader, durable_crc) + 4 <= offsetof(FileHeader, writing));
+static_assert(sizeof(FileHeader) == 192);
+
+// crc32c of the header's mutable part (every field from file_size to the
+// end, but state_crc itself), field by field: padding never counts.
+[[nodiscard]] std::uint32_t state_checksum(const FileHeader& h) noexcept;
+// Marks the header clean (the file is durable as it stands) and seals it.
+void seal_clean(FileHeader& h) noexcept;
+[[nodiscard]] bool sealed(const FileHeader& h) noexcept;
+// After a change to a mutable field: a clean header's seal is made anew.
+void reseal(FileHeader& h) noexcept;
+
+// FileHeader's durable mark, read back; `valid` is false for a file without
+// one (older builds) or with a damaged one.
+struct DurableMark {
+  std::uint64_t chunks = 0;
+  std::uint64_t used = 0;
+  bool valid = false;
+};
+[[nodiscard]] DurableMark durable_mark(const FileHeader& h) noexcept;
+void set_durable_mark(FileHeader& h, std::uint64_t chunks, std::uint64_t used) noexcept;
 
 // FORMAT.md "Fingerprint": what must match for this build to use the file's
 // Boost structures in place (Boost version, pointer and layout sizes).

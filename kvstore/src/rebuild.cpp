@@ -18,68 +18,86 @@
 
 namespace kvstore::detail {
 
-DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std::uint64_t max_size,
-                           std::vector<std::string>* problems, bool salvage, std::uint64_t* unknown_keys) {
-  const LatestIndex latest = source.replay(
-      [&](const std::string& p) {
-        if (problems != nullptr) problems->push_back(p);
-      },
-      nullptr, salvage);
-  if (unknown_keys != nullptr) *unknown_keys = source.indexed_keys_unknown_to(latest);
-  // The live records in file order, as a bitmap of their offsets (one bit per
-  // 8 bytes): the copy below then reads the source sequentially, with no sort.
-  std::vector<std::uint64_t> live((source.map_.size() / kRecordAlign + 63) / 64);
-  latest.for_each_live([&](std::uint64_t, std::uint64_t offset) {
-    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
-  });
-  const std::uint64_t live_keys = latest.live_keys();
-  const std::uint64_t live_bytes = latest.live_record_bytes();
+// One rebuild, as its steps: lay out the new file's image, stream the live
+// records into the file while indexing them, then write the rest and sync.
+class DataFile::Rebuild {
+ public:
+  Rebuild(const DataFile& source, const LatestIndex& latest, const std::string& path, std::uint64_t max_size)
+      : source_(source), latest_(latest), max_size_(max_size), image_(lay_out(path)), out_(path, image_.map_.size()) {
+    out_.set_stream_begin(records_begin_);
+  }
+
+  void copy_live_records();
+  DataFile finish();
+
+ private:
+  DataFile lay_out(const std::string& path);
+  void copy(const RecordView& r, std::uint64_t hash, const HashIndex& index);
+
+  const DataFile& source_;
+  const LatestIndex& latest_;
+  std::uint64_t max_size_;
+  std::uint64_t live_bytes_ = latest_.live_record_bytes();
+  std::uint64_t records_begin_ = 0;  // where the one chunk's records go (0: no live record)
+  DataFile image_;
+  FileWriter out_;
+};
+
+DataFile DataFile::Rebuild::lay_out(const std::string& path) {
+  const std::uint64_t live_keys = latest_.live_keys();
   const std::uint64_t estimate = kHeaderSize + 64 * 1024 + HashIndex::slots_for(live_keys) * sizeof(Slot) +
-                                 sizeof(ChunkHeader) + live_bytes;
+                                 sizeof(ChunkHeader) + live_bytes_;
   // The records stream straight to the new file; the rest (header, allocator,
   // index) is built in private memory and written after them (file_writer.hpp).
-  DataFile d = create_image(path, std::max(estimate, kMinFileSize), std::max(max_size, estimate + kPageSize));
+  DataFile d = create_image(path, std::max(estimate, kMinFileSize), std::max(max_size_, estimate + kPageSize));
   // Same seed: the hashes computed while replaying index the new file as they are.
-  d.seed_ = source.seed_;
-  d.header().hash_seed = source.seed_;
+  d.seed_ = source_.seed_;
+  d.header().hash_seed = source_.seed_;
   d.header().header_crc = crc32c(0, &d.header(), kHeaderCrcBytes);
   d.reserve_slots(live_keys);
-  std::uint64_t records_begin = 0;
-  if (live_bytes > 0) {
+  if (live_bytes_ > 0) {
     // One chunk of exactly the live bytes: nothing is left over to shrink away.
-    ChunkHeader* c = init_chunk(d.allocate(sizeof(ChunkHeader) + live_bytes), live_bytes, live_bytes, 0);
+    ChunkHeader* c = init_chunk(d.allocate(sizeof(ChunkHeader) + live_bytes_), live_bytes_, live_bytes_, 0);
     d.root().first_chunk = c;
     d.root().last_chunk = c;
     d.root().chunks = 1;
-    records_begin = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
+    records_begin_ = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
   }
-  FileWriter out(path, d.map_.size());
-  out.set_stream_begin(records_begin);
-  const std::uint64_t records_end = records_begin + live_bytes;
-  const HashIndex table = d.index();
-  const std::uint64_t mask = table.count() - 1;
-  auto copy = [&](const RecordView& r, std::uint64_t hash) {
-    const std::uint64_t offset = out.stream_position();
-    if (r.size > records_end - offset) {
-      throw Error(Errc::corrupt, source.path_ + ": live records outgrow their count");  // cannot happen
-    }
-    if (r.flags == 0) {
-      out.append(source.map_.base() + r.offset, r.size);  // copied whole, checksum and all
-    } else {
-      // A batch's flags are dropped (the batch is complete): a new checksum.
-      RecordHeader h;
-      std::memcpy(&h, source.map_.base() + r.offset, sizeof h);
-      h.flags = 0;
-      h.crc = record_crc(h, r.key, r.value);
-      static constexpr char kZeros[kRecordAlign] = {};
-      out.append(&h, sizeof h);
-      out.append(r.key.data(), r.key.size());
-      out.append(r.value.data(), r.value.size());
-      out.append(kZeros, r.size - sizeof h - r.key.size() - r.value.size());
-    }
-    table.insert_new(hash, offset);
-    crash_point("rebuild.copying");
-  };
+  return d;
+}
+
+void DataFile::Rebuild::copy(const RecordView& r, std::uint64_t hash, const HashIndex& index) {
+  const std::uint64_t offset = out_.stream_position();
+  if (r.size > records_begin_ + live_bytes_ - offset) {
+    throw Error(Errc::corrupt, source_.path_ + ": live records outgrow their count");  // cannot happen
+  }
+  if (r.flags == 0) {
+    out_.append(source_.map_.base() + r.offset, r.size);  // copied whole, checksum and all
+  } else {
+    // A batch's flags are dropped (the batch is complete): a new checksum.
+    RecordHeader h;
+    std::memcpy(&h, source_.map_.base() + r.offset, sizeof h);
+    h.flags = 0;
+    h.crc = record_crc(h, r.key, r.value);
+    static constexpr char kZeros[kRecordAlign] = {};
+    out_.append(&h, sizeof h);
+    out_.append(r.key.data(), r.key.size());
+    out_.append(r.value.data(), r.value.size());
+    out_.append(kZeros, r.size - sizeof h - r.key.size() - r.value.size());
+  }
+  index.insert_new(hash, offset);
+  crash_point("rebuild.copying");
+}
+
+void DataFile::Rebuild::copy_live_records() {
+  // The live records in file order, as a bitmap of their offsets (one bit per
+  // 8 bytes): the copy then reads the source sequentially, with no sort.
+  std::vector<std::uint64_t> live((source_.map_.size() / kRecordAlign + 63) / 64);
+  latest_.for_each_live([&](std::uint64_t, std::uint64_t offset) {
+    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
+  });
+  const HashIndex index = image_.index();
+  const std::uint64_t mask = index.count() - 1;
   // Records in groups, each record's slot prefetched before the group is
   // copied: the inserts are random, the copy sequential.
   constexpr std::size_t kGroup = 32;
@@ -87,25 +105,29 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   std::size_t grouped = 0;
   for (std::uint64_t w = 0; w < live.size(); ++w) {
     for (std::uint64_t bits = live[w]; bits != 0; bits &= bits - 1) {
-      const RecordView r = source.record_at((w * 64 + std::countr_zero(bits)) * kRecordAlign);
-      const std::uint64_t hash = key_hash(r.key, d.seed_);
-      __builtin_prefetch(&table[hash & mask], 1);
+      const RecordView r = source_.record_at((w * 64 + std::countr_zero(bits)) * kRecordAlign);
+      const std::uint64_t hash = key_hash(r.key, image_.seed_);
+      __builtin_prefetch(&index[hash & mask], 1);
       group[grouped++] = {r, hash};
       if (grouped == kGroup) {
-        for (const auto& [rec, h] : group) copy(rec, h);
+        for (const auto& [rec, h] : group) copy(rec, h, index);
         grouped = 0;
       }
     }
   }
-  for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second);
-  if (out.stream_position() != records_end) {
-    throw Error(Errc::corrupt, source.path_ + ": live records fall short of their count");  // cannot happen
+  for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second, index);
+  if (out_.stream_position() != records_begin_ + live_bytes_) {
+    throw Error(Errc::corrupt, source_.path_ + ": live records fall short of their count");  // cannot happen
   }
+}
+
+DataFile DataFile::Rebuild::finish() {
+  DataFile& d = image_;
   Root& root = d.root();
-  root.keys = live_keys;
-  root.key_bytes = latest.live_key_bytes();
-  root.value_bytes = latest.live_value_bytes();
-  root.record_bytes = live_bytes;
+  root.keys = latest_.live_keys();
+  root.key_bytes = latest_.live_key_bytes();
+  root.value_bytes = latest_.live_value_bytes();
+  root.record_bytes = live_bytes_;
   // Give back the free tail of the segment. The few bytes between the
   // segment's end and the page boundary stay outside the segment until the
   // next grow() takes them in.
@@ -113,22 +135,33 @@ DataFile DataFile::rebuild(const DataFile& source, const std::string& path, std:
   const std::uint64_t new_size =
       round_up(std::max(kHeaderSize + d.segment()->get_size(), kMinValidSize), kPageSize);
   FileHeader& to = d.header();
-  const FileHeader& from = source.header();
+  const FileHeader& from = source_.header();
   to.file_size.store(new_size);
   to.compactions = from.compactions;
   to.recoveries = from.recoveries;
   to.last_compact_unix = from.last_compact_unix;
   to.change_count = from.change_count;
   to.generation.store(from.generation.load() + 1);
-  d.max_size_ = max_size;
+  // The file is written and synced whole before anyone maps it: durable to
+  // the end of its one chunk, and clean.
+  set_durable_mark(to, live_bytes_ > 0 ? 1 : 0, live_bytes_);
+  seal_clean(to);
+  d.max_size_ = max_size_;
   // Everything but the records, which are in the file already.
-  const std::uint64_t gap_begin = live_bytes > 0 ? records_begin : new_size;
-  const std::uint64_t gap_end = live_bytes > 0 ? records_end : new_size;
-  out.write(d.map_.base(), gap_begin, 0);
-  out.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
-  d.fd_ = out.finish(new_size);
-  d.map_ = Mapping(d.fd_.get(), new_size, true, path);
-  return d;
+  const std::uint64_t gap_begin = live_bytes_ > 0 ? records_begin_ : new_size;
+  const std::uint64_t gap_end = live_bytes_ > 0 ? records_begin_ + live_bytes_ : new_size;
+  out_.write(d.map_.base(), gap_begin, 0);
+  out_.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
+  d.fd_ = out_.finish(new_size);
+  d.map_ = Mapping(d.fd_.get(), new_size, true, d.path_);
+  return std::move(d);
+}
+
+DataFile DataFile::rebuild(const DataFile& source, const History& history, const std::string& path,
+                           std::uint64_t max_size) {
+  Rebuild r(source, history.latest, path, max_size);
+  r.copy_live_records();
+  return r.finish();
 }
 
 }  // namespace kvstore::detail

@@ -29,7 +29,7 @@ bool DataFile::damage_is_torn_tail() const {
   for (std::size_t n = 0; n < chunks.size(); ++n) {
     bool damaged = false;
     bool intact_after_damage = false;
-    scan_chunk(
+    (void)scan_chunk(
         *chunks[n], [&](const RecordView&) { intact_after_damage = intact_after_damage || damaged; },
         [&](const std::string&) { damaged = true; }, true);
     if (damaged && (n + 1 != chunks.size() || intact_after_damage)) return false;
@@ -39,7 +39,7 @@ bool DataFile::damage_is_torn_tail() const {
 
 // Replays history with batch semantics: records of an unfinished batch never count.
 LatestIndex DataFile::replay(const std::function<void(const std::string&)>& problem,
-                             std::uint64_t* record_bytes, bool salvage) const {
+                             std::uint64_t* record_bytes, Replay mode) const {
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset); }, map_.size());
@@ -61,9 +61,22 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
           pending.clear();
         }
       },
-      problem, salvage);
+      [&](const std::string& p) {
+        // Damaged bytes may have held part of the batch being collected (a
+        // salvage resumes after them): it can no longer be proven whole.
+        pending.clear();
+        problem(p);
+      },
+      mode);
   latest.finish();
   return latest;
+}
+
+DataFile::History DataFile::read_history(Replay mode, bool compare_index) const {
+  std::vector<std::string> problems;
+  LatestIndex latest = replay([&](const std::string& p) { problems.push_back(p); }, nullptr, mode);
+  const std::uint64_t unknown = compare_index ? indexed_keys_unknown_to(latest) : 0;
+  return History{std::move(latest), std::move(problems), unknown};
 }
 
 std::uint64_t DataFile::indexed_keys_unknown_to(const LatestIndex& latest) const {
@@ -92,7 +105,7 @@ bool DataFile::repair_index() {
   if (!problem_for_writes(false).empty()) return false;
   bool clean_scan = true;
   std::uint64_t bytes = 0;
-  const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, false);
+  const LatestIndex latest = replay([&](const std::string&) { clean_scan = false; }, &bytes, Replay::strict);
   if (!clean_scan || indexed_keys_unknown_to(latest) != 0) return false;  // not a dead writer's mess
   Root& r = root();
   if (!HashIndex::fits(latest.live_keys(), r.slot_count)) return false;

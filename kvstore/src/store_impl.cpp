@@ -131,7 +131,11 @@ class Store::Impl::Change {
   Impl& impl_;
 };
 
-void Store::Impl::note_change() noexcept { file_->header().change_count = lock_->publish_change(); }
+void Store::Impl::note_change() noexcept {
+  FileHeader& h = file_->header();
+  h.change_count = lock_->publish_change();
+  detail::reseal(h);  // a freshly rebuilt file is clean
+}
 
 void Store::Impl::enter_read() const {
   int refreshes = 0;
@@ -189,7 +193,11 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
     FileHeader& h = file_->header();
     // The lock file is new: the count goes on from what the data file kept.
     if (lock_->first()) lock_->set_change_count(h.change_count);
-    if (file_->short_file()) {
+    if (lock_->first() && h.clean.load() != 0 && !detail::sealed(h)) {
+      // Nothing changes a clean file's header: this is damage, and no field of
+      // the mutable part can be believed. A full rebuild that refuses any damage.
+      recover("its header's state fails its checksum", false);
+    } else if (file_->short_file()) {
       recover("the file is shorter than its header says");
     } else if (h.writing.load() != 0 && (r == LockFile::WriteResult::owner_died || lock_->first())) {
       recover("a writer died while changing it");
@@ -223,13 +231,21 @@ Store::Impl::~Impl() {
       FileHeader& h = file_->header();
       if (h.clean.load() == 0 && h.writing.load() == 0) {
         file_->sync_all();  // everything durable first, then the claim that it is
-        file_->header().clean.store(1);
+        file_->mark_durable();
+        detail::seal_clean(h);
         file_->sync_header();
       }
     }
   } catch (...) {
     // Closing never throws; the next open sees the store unclean and recovers.
   }
+}
+
+int Store::Impl::sync_directory(const std::filesystem::path& file) noexcept {
+  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
+  const detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!d || ::fsync(d.get()) != 0) return errno;
+  return 0;
 }
 
 std::string Store::Impl::temp_path(const std::string& path, const char* what) {
@@ -278,6 +294,9 @@ void Store::Impl::open_or_create() {
     detail::throw_errno(path_, "rename", err);
   }
   fresh.renamed(path_);
+  // Without it, for seconds after open returned only the temporary name was
+  // on disk: a power cut then lost the store and every write acknowledged in it.
+  if (const int err = sync_directory(fs_path_); err != 0) detail::throw_errno(path_, "fsync directory", err);
   file_ = std::make_shared<DataFile>(std::move(fresh));
 }
 
@@ -303,7 +322,7 @@ void Store::Impl::refresh(bool owner_died) {
   if (owner_died && file_->header().writing.load() != 0) recover("a writer died while changing it");
 }
 
-void Store::Impl::recover(const std::string& why) {
+void Store::Impl::recover(const std::string& why, bool header_trusted) {
   if (!file_->writable()) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
                                    ") but the file is not writable by this process");
@@ -312,33 +331,40 @@ void Store::Impl::recover(const std::string& why) {
   // After a power cut, pages written since the last sync may be torn; after a
   // process crash in this boot, every page it wrote is in the page cache.
   const bool same_boot = std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0;
-  const bool torn_pages_possible = file_->short_file() || !same_boot;
+  const bool torn_pages_possible = header_trusted && (file_->short_file() || !same_boot);
   // A writer that died outside the allocator left it intact: the index is
   // rebuilt in place, in a fraction of the time of a copy.
   // The dead writer's change may have landed: waiters must look again.
-  if (h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
+  if (header_trusted && h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
     ++h.recoveries;
     h.writing.store(detail::kIdle);
     note_change();
     return;
   }
-  const std::string tmp = temp_path(path_, "recover");
-  std::vector<std::string> problems;
-  std::uint64_t unknown_keys = 0;
-  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, &problems, false, &unknown_keys);
-  if (unknown_keys != 0) {
-    problems.insert(problems.begin(), std::to_string(unknown_keys) +
+  // After a power cut, the durable mark tells what had reached the disk: the
+  // history is replayed up to the first tear after it (chunks.cpp). A file
+  // without a mark (older builds) may only be torn at the end of its last chunk.
+  const bool to_tear = torn_pages_possible && detail::durable_mark(h).valid;
+  DataFile::History history =
+      file_->read_history(to_tear ? detail::Replay::to_tear : detail::Replay::strict, !to_tear);
+  std::vector<std::string>& problems = history.problems;
+  if (history.unknown_keys != 0) {
+    problems.insert(problems.begin(), std::to_string(history.unknown_keys) +
                                           " indexed keys have no record the chunks lead to");
   }
-  if (unknown_keys != 0 || (!problems.empty() && !(torn_pages_possible && file_->damage_is_torn_tail()))) {
+  const bool refuse = to_tear ? !problems.empty()
+                              : history.unknown_keys != 0 ||
+                                    (!problems.empty() && !(torn_pages_possible && file_->damage_is_torn_tail()));
+  if (refuse) {
     // A dead writer never damages complete records, and a power cut only
-    // tears the newest ones: this is damage of another kind, and recovering
-    // silently would drop the records it hides. Refuse, change nothing, and
-    // leave the choice to an explicit repair.
-    ::unlink(tmp.c_str());
+    // tears what had not reached the disk: this is damage of another kind,
+    // and recovering silently would drop the records it hides. Refuse,
+    // change nothing, and leave the choice to an explicit repair.
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why + ") but is also damaged (" + problems[0] +
                                    "); nothing was changed: run kvtool check --repair");
   }
+  const std::string tmp = temp_path(path_, "recover");
+  DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size);
   ++fresh.header().recoveries;
   publish(std::move(fresh), tmp);
   note_change();
@@ -355,9 +381,9 @@ void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const st
   }
   fresh.renamed(path.string());
   detail::crash_point("publish.after_rename");
-  // The rename must be durable before anyone relies on it.
-  const std::string dir = path.has_parent_path() ? path.parent_path().string() : ".";
-  if (detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); d) ::fsync(d.get());
+  // The rename must be durable before anyone relies on it. (A failure is not
+  // thrown: the new file is in place, and the callers below must retire the old.)
+  (void)sync_directory(path);
   // Handles still mapping the old file reopen the path at their next call.
   if (old != nullptr && old->writable()) {
     old->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
@@ -387,10 +413,12 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
   if (!old.writable()) throw Error(Errc::read_only, path.string() + ": file is not writable");
   std::vector<std::string> problems = old.check();
   const std::string tmp = temp_path(path.string(), "recover");
-  DataFile fresh = DataFile::rebuild(old, tmp, options.max_file_size, nullptr, true);
+  DataFile fresh = DataFile::rebuild(old, old.read_history(detail::Replay::salvage, false), tmp,
+                                     options.max_file_size);
   ++fresh.header().recoveries;
   replace_file(fresh, tmp, path, &old, lock);
   fresh.header().change_count = lock.publish_change();
+  detail::reseal(fresh.header());
   return problems;
 }
 
@@ -571,10 +599,11 @@ void Store::Impl::compact() {
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
   const std::string tmp = temp_path(path_, "compact");
-  DataFile fresh = DataFile::rebuild(*file_, tmp, options_.max_file_size, nullptr);
+  DataFile fresh =
+      DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp, options_.max_file_size);
   ++fresh.header().compactions;
   fresh.header().last_compact_unix = now_unix();
-  fresh.header().clean.store(file_->header().clean.load());
+  detail::reseal(fresh.header());
   publish(std::move(fresh), tmp);
 }
 

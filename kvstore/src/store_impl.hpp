@@ -67,13 +67,17 @@ class Store::Impl {
   void open_or_create();
   void remove_stale_temp_files() const;
   void reopen();
-  void recover(const std::string& why);
+  // `header_trusted` false: the header's mutable part failed its checksum, so
+  // neither its phase nor its boot id nor its durable mark may guide recovery.
+  void recover(const std::string& why, bool header_trusted = true);
   // With the write lock held: counts a committed change (Store::change_count).
   void note_change() noexcept;
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
+  // Makes a rename in `file`'s directory durable. Returns 0 or an errno.
+  static int sync_directory(const std::filesystem::path& file) noexcept;
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                            detail::DataFile* old, detail::LockFile& lock);
   static std::string temp_path(const std::string& path, const char* what);

@@ -88,6 +88,14 @@ class Targeted : public ::testing::Test {
     EXPECT_TRUE(s.check().empty());
   }
 
+  // good_ as the last handle leaves it: synced, marked durable, clean and sealed.
+  std::string closed_good() {
+    write_file(path_, good_);
+    std::filesystem::remove(path_ + ".lock");
+    { kvstore::Store s = kvstore::Store::open(path_); }
+    return read_file(path_);
+  }
+
   kvstore::test::TempDir dir_;
   std::string path_;
   std::string good_;
@@ -261,3 +269,42 @@ TEST_F(Targeted, AllocatorBytesDamaged) {
 }
 
 }  // namespace
+
+// The mutable part of a clean header is sealed by a checksum: damage to any
+// of its fields sends the file to a full rebuild from the records (which
+// loses nothing here), never to a decision made on the damaged value.
+TEST_F(Targeted, DamagedHeaderStateIsNotActedOn) {
+  const std::pair<std::size_t, std::uint8_t> damage[] = {
+      {offsetof(FileHeader, generation), 0x40},     {offsetof(FileHeader, durable_used), 0x08},
+      {offsetof(FileHeader, durable_chunks), 0x01}, {offsetof(FileHeader, clean), 0x02},
+      {offsetof(FileHeader, grows), 0x10},          {offsetof(FileHeader, change_count) + 7, 0x80},
+      {offsetof(FileHeader, boot_id) + 3, 0x01},    {offsetof(FileHeader, state_crc), 0x01},
+  };
+  const std::string closed = closed_good();
+  for (const auto& [at, bit] : damage) {
+    std::string f = closed;
+    f[at] = static_cast<char>(f[at] ^ bit);
+    write_file(path_, f);
+    std::filesystem::remove(path_ + ".lock");
+    {
+      kvstore::Store s = kvstore::Store::open(path_);
+      EXPECT_EQ(s.stats().recoveries, 1u) << "damage at header offset " << at << " was trusted";
+    }
+    expect_recovered(read_file(path_));
+  }
+}
+
+// After a power cut (unclean, another boot) the durable mark decides: damage
+// before it is damage and is refused; without damage the store recovers.
+TEST_F(Targeted, DamageBeforeTheDurableMarkIsRefusedAfterAPowerCut) {
+  std::string f = closed_good();
+  const std::uint32_t zero = 0;
+  std::memcpy(f.data() + offsetof(FileHeader, clean), &zero, 4);
+  std::memset(f.data() + offsetof(FileHeader, boot_id), 0, 16);
+  EXPECT_GT(u64(f, offsetof(FileHeader, durable_chunks)), 0u);
+  const std::uint64_t first_chunk = target(f, root_ + kFirstChunk);
+  std::string damaged = f;
+  damaged[first_chunk + 40 + 100] = static_cast<char>(damaged[first_chunk + 40 + 100] ^ 1);
+  expect_refused(damaged, "a damaged record before the durable mark");
+  expect_recovered(f);
+}

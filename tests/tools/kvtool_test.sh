@@ -104,7 +104,9 @@ regress() {  # regress FILE STATUS COMMAND...: on a fresh copy
 }
 for args in count "get a" "put a b" "del a" compact check; do
   regress allocator-metadata-trusted.kv 3 $args
-  grep -q "allocator" err.txt || fail "allocator-metadata-trusted.kv $args: $(cat err.txt)"
+  # Made before headers were sealed: its unsealed state now sends it to a full
+  # rebuild first, which finds the damage among the records.
+  grep -Eq "allocator|indexed keys have no record" err.txt || fail "allocator-metadata-trusted.kv $args: $(cat err.txt)"
 done
 for f in recovery-null-index-table.kv recovery-index-table-out-of-map.kv; do
   regress "$f" 0 count; [ "$(cat out.txt)" = 0 ] || fail "$f: count printed $(cat out.txt)"

@@ -40,6 +40,10 @@ TEST(Format, HeaderLayout) {
   EXPECT_EQ(sizeof(detail::FileHeader), 192u);
   EXPECT_EQ(offsetof(detail::FileHeader, file_size), 64u);
   EXPECT_EQ(offsetof(detail::FileHeader, state), 80u);
+  EXPECT_EQ(offsetof(detail::FileHeader, state_crc), 84u);
+  EXPECT_EQ(offsetof(detail::FileHeader, durable_chunks), 88u);
+  EXPECT_EQ(offsetof(detail::FileHeader, durable_used), 96u);
+  EXPECT_EQ(offsetof(detail::FileHeader, durable_crc), 104u);
   EXPECT_EQ(offsetof(detail::FileHeader, writing), 128u);
   EXPECT_EQ(offsetof(detail::FileHeader, clean), 132u);
   EXPECT_EQ(offsetof(detail::FileHeader, boot_id), 168u);
