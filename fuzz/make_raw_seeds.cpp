@@ -90,8 +90,8 @@ int main(int argc, char** argv) {
           s.apply({{"b1", "x", false}, {"b2", "y", false}, {"key1", "", true}});
           s.compact();
         }));
-  // Grown from 8 KiB, with as many keys as fit before a second grow: several
-  // chunks, the index table replaced four times (the old tables freed: a free
+  // Grown from 8 KiB, with as many keys as fit before a second grow: more than
+  // one chunk, the index table replaced four times (the old tables freed: a free
   // tree of several nodes), the file's end block moved. The second grow would
   // take the file past kMaxRawInput (the seed was 368 KiB, three grows, when
   // inputs could be 1 MiB: executions of inputs that size cost twice as much).
