@@ -185,7 +185,7 @@ int run_incr(const Args& a) {
 
 // cas KEY [OLD|--absent] [NEW|--erase]: exit 0 when swapped, 1 when the value was not OLD.
 int run_cas(const Args& a) {
-  const std::size_t given = (a.old_value ? 1 : 0) + (a.new_value ? 1 : 0);
+  const std::size_t given = (a.old_value ? 1U : 0U) + (a.new_value ? 1U : 0U);
   if (given + (a.absent ? 1 : 0) + (a.erase ? 1 : 0) != 2) {
     throw kvstore::Error(kvstore::Errc::invalid_argument,
                          "cas: give KEY, then OLD or --absent, then NEW or --erase");

@@ -105,7 +105,7 @@ void DataFile::Rebuild::copy_live_records() {
   std::size_t grouped = 0;
   for (std::uint64_t w = 0; w < live.size(); ++w) {
     for (std::uint64_t bits = live[w]; bits != 0; bits &= bits - 1) {
-      const RecordView r = source_.record_at((w * 64 + std::countr_zero(bits)) * kRecordAlign);
+      const RecordView r = source_.record_at((w * 64 + static_cast<std::uint64_t>(std::countr_zero(bits))) * kRecordAlign);
       const std::uint64_t hash = key_hash(r.key, image_.seed_);
       __builtin_prefetch(&index[hash & mask], 1);
       group[grouped++] = {r, hash};

@@ -86,7 +86,7 @@ std::uint64_t DataFile::indexed_keys_unknown_to(const LatestIndex& latest) const
   // ever points at complete records. (Offsets only: no record is read.)
   std::uint64_t unknown = 0;
   try {
-    index().for_each([&](std::uint64_t, const Slot& s) { unknown += latest.visited(s.offset) ? 0 : 1; });
+    index().for_each([&](std::uint64_t, const Slot& s) { unknown += latest.visited(s.offset) ? 0U : 1U; });
   } catch (const Error&) {
     // No usable index to compare with.
   }

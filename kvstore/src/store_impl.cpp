@@ -13,6 +13,7 @@
 #include <ctime>
 
 #include "crash_point.hpp"
+#include "temp_files.hpp"
 #include "kvstore/error.hpp"
 
 namespace kvstore {
@@ -188,7 +189,7 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   refuse_reentry();
   const LockFile::WriteResult r = lock_->lock_write();
   try {
-    if (lock_->first()) remove_stale_temp_files();
+    if (lock_->first()) detail::remove_stale_temp_files(fs_path_);
     open_or_create();
     FileHeader& h = file_->header();
     // The lock file is new: the count goes on from what the data file kept.
@@ -241,37 +242,6 @@ Store::Impl::~Impl() {
   }
 }
 
-int Store::Impl::sync_directory(const std::filesystem::path& file) noexcept {
-  const std::string dir = file.has_parent_path() ? file.parent_path().string() : ".";
-  const detail::Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!d || ::fsync(d.get()) != 0) return errno;
-  return 0;
-}
-
-std::string Store::Impl::temp_path(const std::string& path, const char* what) {
-  static std::atomic<unsigned> counter{0};
-  return path + "." + what + "." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
-
-void Store::Impl::remove_stale_temp_files() const {
-  // A process killed while building a file leaves it behind. Only the first
-  // handle to attach may remove them: nobody else can be building one.
-  const std::string prefix = fs_path_.filename().string() + ".";
-  const std::filesystem::path dir = fs_path_.has_parent_path() ? fs_path_.parent_path() : ".";
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0) continue;
-    const std::string rest = name.substr(prefix.size());
-    for (const char* what : {"create.", "compact.", "recover."}) {
-      if (rest.rfind(what, 0) == 0 &&
-          rest.find_first_not_of("0123456789.", std::strlen(what)) == std::string::npos) {
-        std::filesystem::remove(entry.path(), ec);
-      }
-    }
-  }
-}
-
 void Store::Impl::open_or_create() {
   struct stat st {};
   if (::stat(path_.c_str(), &st) == 0) {
@@ -283,7 +253,7 @@ void Store::Impl::open_or_create() {
                 std::error_code(errno, std::system_category()));
   }
   // Built aside and renamed into place, so that nobody ever sees half a file.
-  const std::string tmp = temp_path(path_, "create");
+  const std::string tmp = detail::temp_path(path_, "create");
   // Options promise at least 64 KiB (the 8 KiB floor of create() is for compacted files).
   DataFile fresh =
       DataFile::create(tmp, std::max(options_.initial_size, detail::kMinFileSize), options_.max_file_size);
@@ -296,7 +266,7 @@ void Store::Impl::open_or_create() {
   fresh.renamed(path_);
   // Without it, for seconds after open returned only the temporary name was
   // on disk: a power cut then lost the store and every write acknowledged in it.
-  if (const int err = sync_directory(fs_path_); err != 0) detail::throw_errno(path_, "fsync directory", err);
+  if (const int err = detail::sync_directory(fs_path_); err != 0) detail::throw_errno(path_, "fsync directory", err);
   file_ = std::make_shared<DataFile>(std::move(fresh));
 }
 
@@ -363,7 +333,7 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why + ") but is also damaged (" + problems[0] +
                                    "); nothing was changed: run kvtool check --repair");
   }
-  const std::string tmp = temp_path(path_, "recover");
+  const std::string tmp = detail::temp_path(path_, "recover");
   DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size);
   ++fresh.header().recoveries;
   publish(std::move(fresh), tmp);
@@ -383,7 +353,7 @@ void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const st
   detail::crash_point("publish.after_rename");
   // The rename must be durable before anyone relies on it. (A failure is not
   // thrown: the new file is in place, and the callers below must retire the old.)
-  (void)sync_directory(path);
+  (void)detail::sync_directory(path);
   // Handles still mapping the old file reopen the path at their next call.
   if (old != nullptr && old->writable()) {
     old->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
@@ -412,7 +382,7 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
   DataFile old = DataFile::open(path.string(), true, options.max_file_size);
   if (!old.writable()) throw Error(Errc::read_only, path.string() + ": file is not writable");
   std::vector<std::string> problems = old.check();
-  const std::string tmp = temp_path(path.string(), "recover");
+  const std::string tmp = detail::temp_path(path.string(), "recover");
   DataFile fresh = DataFile::rebuild(old, old.read_history(detail::Replay::salvage, false), tmp,
                                      options.max_file_size);
   ++fresh.header().recoveries;
@@ -598,7 +568,7 @@ void Store::Impl::compact() {
   if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
-  const std::string tmp = temp_path(path_, "compact");
+  const std::string tmp = detail::temp_path(path_, "compact");
   DataFile fresh =
       DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp, options_.max_file_size);
   ++fresh.header().compactions;

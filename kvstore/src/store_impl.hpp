@@ -65,7 +65,6 @@ class Store::Impl {
   // Under the write lock: map what is now at the path, recovering if a writer died.
   void refresh(bool owner_died);
   void open_or_create();
-  void remove_stale_temp_files() const;
   void reopen();
   // `header_trusted` false: the header's mutable part failed its checksum, so
   // neither its phase nor its boot id nor its durable mark may guide recovery.
@@ -76,11 +75,8 @@ class Store::Impl {
   void publish(detail::DataFile fresh, const std::string& tmp);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
-  // Makes a rename in `file`'s directory durable. Returns 0 or an errno.
-  static int sync_directory(const std::filesystem::path& file) noexcept;
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                            detail::DataFile* old, detail::LockFile& lock);
-  static std::string temp_path(const std::string& path, const char* what);
   // Takes the write lock for a change (refused for a read-only handle) and
   // runs f() under it.
   template <class F>

@@ -638,7 +638,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
     std::string written;
     {
       kvstore::Store s = kvstore::Store::open(path, small_store(kvstore::Sync::always));
-      for (int i = 0; i < acked; ++i) s.put(key_of(static_cast<std::uint64_t>(i)), value_of(1, static_cast<std::uint64_t>(i), 10 + i % 500));
+      for (int i = 0; i < acked; ++i) s.put(key_of(static_cast<std::uint64_t>(i)), value_of(1, static_cast<std::uint64_t>(i), static_cast<std::size_t>(10 + i % 500)));
       synced = read_file(path);
       // Writes after the last acknowledgement: updates, erases, new keys.
       kvstore::Store late = kvstore::Store::open(path, small_store(kvstore::Sync::none));
@@ -647,7 +647,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
         if (i % 5 == 4) {
           (void)late.erase(key_of(j));
         } else {
-          late.put(key_of(j), value_of(2, j, 10 + i % 3000));
+          late.put(key_of(j), value_of(2, j, static_cast<std::size_t>(10 + i % 3000)));
         }
       }
       written = read_file(path);
@@ -664,7 +664,7 @@ TEST(PowerCut, SyncAlwaysKeepsAcknowledgedWrites) {
         // Written after the cut or not: either version is fine, absence only if erased later.
         const bool touched_later = j % 3 == 0 && static_cast<int>(j / 3) < later;
         const bool erased_later = touched_later && (j / 3) % 5 == 4;
-        if (got == value_of(1, j, 10 + i % 500)) continue;
+        if (got == value_of(1, j, static_cast<std::size_t>(10 + i % 500))) continue;
         if (touched_later && got == value_of(2, j, 10 + (j / 3) % 3000)) continue;
         if (erased_later && !got) continue;
         ++lost;

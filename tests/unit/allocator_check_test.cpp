@@ -55,7 +55,7 @@ TEST(AllocatorCheck, AcceptsEveryStateBoostLeaves) {
   std::mt19937_64 rng(11);
   std::map<std::uint64_t, std::uint64_t> live;  // offset -> bytes asked for
   for (int step = 0; step < 3000; ++step) {
-    const unsigned what = rng() % 10;
+    const auto what = static_cast<unsigned>(rng() % 10);
     if (what < 5) {
       const std::uint64_t bytes = 1 + rng() % (what == 0 ? 20000 : 300);
       if (void* p = img.sm()->allocate(bytes, std::nothrow)) live[img.at(p)] = bytes;

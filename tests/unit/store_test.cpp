@@ -143,7 +143,7 @@ TEST(Store, PersistsAcrossReopen) {
   const std::string path = d.file("s.kv");
   {
     Store s = Store::open(path, tiny());
-    for (int i = 0; i < 5000; ++i) s.put("k" + std::to_string(i), std::string(i % 100, 'v'));
+    for (int i = 0; i < 5000; ++i) s.put("k" + std::to_string(i), std::string(static_cast<std::size_t>(i % 100), 'v'));
     s.erase("k7");
   }
   Store s = Store::open(path, tiny());
