@@ -146,9 +146,25 @@ class DataFile {
 
   // Writes a compact copy holding only the live pairs of `source` (as its
   // replay `history` found them, so that it also serves recovery) to `path`,
-  // and makes it durable. Counters in the mutable header part are carried over.
+  // and makes it durable. The header's counters are carried over, the one
+  // that `why` names counted.
+  enum class Rebuilt { compaction, recovery };
   static DataFile rebuild(const DataFile& source, const History& history, const std::string& path,
-                          std::uint64_t max_size);
+                          std::uint64_t max_size, Rebuilt why);
+
+  // --- the header's state (header_state.cpp): the only writer of the
+  // header's mutable part, and so of the writing-phase protocol (FORMAT.md)
+  // Before a change (write lock): the file is marked unclean for this boot,
+  // synced once a session, and `writing` says a writer is at work.
+  void begin_change();
+  void end_change() noexcept;
+  // The last handle out: everything synced, the durable mark moved, then the
+  // header marked clean and sealed, and synced.
+  void close_clean();
+  // Store::change_count's copy (the lock file has the live one).
+  void set_change_count(std::uint64_t count) noexcept;
+  // Replaced at the path: handles mapping this file reopen the path.
+  void retire() noexcept;
 
  private:
   class AllocatorPhase;

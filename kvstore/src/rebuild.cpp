@@ -6,6 +6,7 @@
 #include <array>
 #include <bit>
 #include <cstring>
+#include <ctime>
 #include <new>
 #include <vector>
 
@@ -22,8 +23,10 @@ namespace kvstore::detail {
 // records into the file while indexing them, then write the rest and sync.
 class DataFile::Rebuild {
  public:
-  Rebuild(const DataFile& source, const LatestIndex& latest, const std::string& path, std::uint64_t max_size)
-      : source_(source), latest_(latest), max_size_(max_size), image_(lay_out(path)), out_(path, image_.map_.size()) {
+  Rebuild(const DataFile& source, const LatestIndex& latest, const std::string& path, std::uint64_t max_size,
+          Rebuilt why)
+      : source_(source), latest_(latest), max_size_(max_size), why_(why), image_(lay_out(path)),
+        out_(path, image_.map_.size()) {
     out_.set_stream_begin(records_begin_);
   }
 
@@ -37,6 +40,7 @@ class DataFile::Rebuild {
   const DataFile& source_;
   const LatestIndex& latest_;
   std::uint64_t max_size_;
+  Rebuilt why_;
   std::uint64_t live_bytes_ = latest_.live_record_bytes();
   std::uint64_t records_begin_ = 0;  // where the one chunk's records go (0: no live record)
   DataFile image_;
@@ -140,6 +144,12 @@ DataFile DataFile::Rebuild::finish() {
   to.compactions = from.compactions;
   to.recoveries = from.recoveries;
   to.last_compact_unix = from.last_compact_unix;
+  if (why_ == Rebuilt::compaction) {
+    ++to.compactions;
+    to.last_compact_unix = static_cast<std::uint64_t>(std::time(nullptr));
+  } else {
+    ++to.recoveries;
+  }
   to.change_count = from.change_count;
   to.generation.store(from.generation.load() + 1);
   // The file is written and synced whole before anyone maps it: durable to
@@ -158,8 +168,8 @@ DataFile DataFile::Rebuild::finish() {
 }
 
 DataFile DataFile::rebuild(const DataFile& source, const History& history, const std::string& path,
-                           std::uint64_t max_size) {
-  Rebuild r(source, history.latest, path, max_size);
+                           std::uint64_t max_size, Rebuilt why) {
+  Rebuild r(source, history.latest, path, max_size, why);
   r.copy_live_records();
   return r.finish();
 }

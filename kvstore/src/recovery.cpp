@@ -131,6 +131,9 @@ bool DataFile::repair_index() {
   r.value_bytes = latest.live_value_bytes();
   r.record_bytes = bytes;
   r.dead_bytes = bytes - latest.live_record_bytes();
+  FileHeader& h = header();
+  ++h.recoveries;
+  h.writing.store(kIdle);
   return true;
 }
 

@@ -105,23 +105,10 @@ class Store::Impl::ReadSection {
 // the change as durable as the sync mode asks and tells the waiting processes.
 class Store::Impl::Change {
  public:
-  explicit Change(Impl& impl) : impl_(impl) {
-    FileHeader& h = impl_.file_->header();
-    // The boot id is checked too: a file compacted from an unclean one starts
-    // unclean without one.
-    if (h.clean.load(std::memory_order_relaxed) != 0 ||
-        std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) != 0) {
-      std::memcpy(h.boot_id, detail::current_boot_id(), sizeof h.boot_id);
-      h.clean.store(0);
-      // Once a session, in every sync mode: after a power cut the file must not
-      // claim to be clean while pages written since were lost.
-      impl_.file_->sync_header();
-    }
-    h.writing.store(detail::kRecords, std::memory_order_relaxed);
-  }
+  explicit Change(Impl& impl) : impl_(impl) { impl_.file_->begin_change(); }
   Change(const Change&) = delete;
   Change& operator=(const Change&) = delete;
-  ~Change() { impl_.file_->header().writing.store(detail::kIdle, std::memory_order_release); }
+  ~Change() { impl_.file_->end_change(); }
 
   void commit() {
     if (impl_.options_.sync == Sync::always) impl_.file_->sync_tail();
@@ -132,11 +119,7 @@ class Store::Impl::Change {
   Impl& impl_;
 };
 
-void Store::Impl::note_change() noexcept {
-  FileHeader& h = file_->header();
-  h.change_count = lock_->publish_change();
-  detail::reseal(h);  // a freshly rebuilt file is clean
-}
+void Store::Impl::note_change() noexcept { file_->set_change_count(lock_->publish_change()); }
 
 void Store::Impl::enter_read() const {
   int refreshes = 0;
@@ -170,7 +153,6 @@ void check_options(const std::string& path, const Options& o) {
   if (o.lock_timeout.count() < 0) throw Error(Errc::invalid_argument, path + ": negative lock_timeout");
 }
 
-std::uint64_t now_unix() { return static_cast<std::uint64_t>(std::time(nullptr)); }
 
 }  // namespace
 
@@ -191,7 +173,7 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   try {
     if (lock_->first()) detail::remove_stale_temp_files(fs_path_);
     open_or_create();
-    FileHeader& h = file_->header();
+    const FileHeader& h = file_->header();
     // The lock file is new: the count goes on from what the data file kept.
     if (lock_->first()) lock_->set_change_count(h.change_count);
     if (lock_->first() && h.clean.load() != 0 && !detail::sealed(h)) {
@@ -229,13 +211,7 @@ Store::Impl::~Impl() {
     // next first open can trust it without a rebuild.
     if (lock_->begin_detach() && file_ && file_->writable()) {
       WriteSection w(*this);
-      FileHeader& h = file_->header();
-      if (h.clean.load() == 0 && h.writing.load() == 0) {
-        file_->sync_all();  // everything durable first, then the claim that it is
-        file_->mark_durable();
-        detail::seal_clean(h);
-        file_->sync_header();
-      }
+      file_->close_clean();
     }
   } catch (...) {
     // Closing never throws; the next open sees the store unclean and recovers.
@@ -297,7 +273,7 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
     throw Error(Errc::corrupt, path_ + ": needs recovery (" + why +
                                    ") but the file is not writable by this process");
   }
-  FileHeader& h = file_->header();
+  const FileHeader& h = file_->header();
   // After a power cut, pages written since the last sync may be torn; after a
   // process crash in this boot, every page it wrote is in the page cache.
   const bool same_boot = std::memcmp(h.boot_id, detail::current_boot_id(), sizeof h.boot_id) == 0;
@@ -306,8 +282,6 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
   // rebuilt in place, in a fraction of the time of a copy.
   // The dead writer's change may have landed: waiters must look again.
   if (header_trusted && h.writing.load() == detail::kRecords && !torn_pages_possible && file_->repair_index()) {
-    ++h.recoveries;
-    h.writing.store(detail::kIdle);
     note_change();
     return;
   }
@@ -334,8 +308,7 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
                                    "); nothing was changed: run kvtool check --repair");
   }
   const std::string tmp = detail::temp_path(path_, "recover");
-  DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size);
-  ++fresh.header().recoveries;
+  DataFile fresh = DataFile::rebuild(*file_, history, tmp, options_.max_file_size, DataFile::Rebuilt::recovery);
   publish(std::move(fresh), tmp);
   note_change();
 }
@@ -355,9 +328,7 @@ void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const st
   // thrown: the new file is in place, and the callers below must retire the old.)
   (void)detail::sync_directory(path);
   // Handles still mapping the old file reopen the path at their next call.
-  if (old != nullptr && old->writable()) {
-    old->header().state.store(static_cast<std::uint32_t>(detail::FileState::retired));
-  }
+  if (old != nullptr && old->writable()) old->retire();
   lock.bump_file_epoch();
 }
 
@@ -384,11 +355,9 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
   std::vector<std::string> problems = old.check();
   const std::string tmp = detail::temp_path(path.string(), "recover");
   DataFile fresh = DataFile::rebuild(old, old.read_history(detail::Replay::salvage, false), tmp,
-                                     options.max_file_size);
-  ++fresh.header().recoveries;
+                                     options.max_file_size, DataFile::Rebuilt::recovery);
   replace_file(fresh, tmp, path, &old, lock);
-  fresh.header().change_count = lock.publish_change();
-  detail::reseal(fresh.header());
+  fresh.set_change_count(lock.publish_change());
   return problems;
 }
 
@@ -569,11 +538,8 @@ void Store::Impl::compact() {
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
   const std::string tmp = detail::temp_path(path_, "compact");
-  DataFile fresh =
-      DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp, options_.max_file_size);
-  ++fresh.header().compactions;
-  fresh.header().last_compact_unix = now_unix();
-  detail::reseal(fresh.header());
+  DataFile fresh = DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp,
+                                     options_.max_file_size, DataFile::Rebuilt::compaction);
   publish(std::move(fresh), tmp);
 }
 
