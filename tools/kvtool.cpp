@@ -127,6 +127,8 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
+// Read commands open read-only: they then work with read permission alone (the
+// library reads without a reader slot when the lock file is not writable).
 kvstore::Store open_store(const Args& a, bool writes) {
   kvstore::Options o;
   o.create = writes;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 #include <ctime>
 #include <new>
@@ -21,7 +22,7 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kLockMagic = 0x4b434f4c53564bULL;  // "KVSLOCK"
-constexpr std::uint32_t kLockVersion = 3;  // 3: change_count, change_seq, change_waiters
+constexpr std::uint32_t kLockVersion = 4;  // 3: change_count, change_seq, change_waiters; 4: write_seq
 // OFD lock bytes (FORMAT.md "Lock file"): they need not lie inside the file.
 constexpr off_t kAttachMutexByte = 0;  // exclusive while attaching or detaching
 constexpr off_t kAttachedByte = 1;     // shared by every attached handle
@@ -103,22 +104,40 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// FORMAT.md "Lock file" gives this offset: slot-less readers of other builds rely on it.
+static_assert(offsetof(LockShared, write_seq) == 272);
+static_assert(offsetof(LockShared, slots) == 320);
+static_assert(offsetof(LockShared, change_waiters) + 4 == offsetof(LockShared, write_seq));
+
 }  // namespace
 
-LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeout)
+LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeout, bool read_only_fallback)
     : path_(lock_path), timeout_(timeout) {
-  fd_ = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666));
-  if (!fd_) throw_errno(lock_path, "open lock file", errno);
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  fd_ = Fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666));
+  if (!fd_) {
+    const int err = errno;
+    if (read_only_fallback && (err == EACCES || err == EPERM || err == EROFS)) {
+      open_read_only(deadline);
+      return;
+    }
+    throw_errno(lock_path, "open lock file", err);
+  }
   if (!ofd_lock_until(fd_.get(), F_WRLCK, kAttachMutexByte, deadline)) {
     throw Error(Errc::busy, lock_path + ": timed out waiting to attach");
   }
   attach_held_ = true;
   first_ = ofd_lock(fd_.get(), F_WRLCK, kAttachedByte);
   const int fd = fd_.get();
+  bool reuse_in_place = false;
   if (first_) {
-    // Nobody else is attached: whatever the file holds is stale. Start afresh.
-    if (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, sizeof(LockShared)) != 0) {
+    // Nobody else is attached: whatever the file holds is stale. Start afresh;
+    // in place when the size is right: a slot-less reader may have it mapped,
+    // and truncating it under that mapping would be a SIGBUS there.
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) throw_errno(lock_path, "stat lock file", errno);
+    reuse_in_place = static_cast<std::uint64_t>(st.st_size) == sizeof(LockShared);
+    if (!reuse_in_place && (::ftruncate(fd, 0) != 0 || ::ftruncate(fd, sizeof(LockShared)) != 0)) {
       throw_errno(lock_path, "truncate lock file", errno);
     }
   } else {
@@ -137,7 +156,15 @@ LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeo
   map_ = Mapping(fd, sizeof(LockShared), true, lock_path);
   shared_ = reinterpret_cast<LockShared*>(map_.base());  // NOLINT: the lock file's one object
   if (first_) {
-    new (shared_) LockShared{};
+    // Zero everything but write_seq, which goes on from where it was (any
+    // value will do, even a stale one): were it reset, a slot-less reader
+    // could see the same value before and after a change. A truncated file
+    // is all zeros already. (All zeros is the initial state of every field;
+    // the mutex is initialised below.)
+    if (reuse_in_place) {
+      std::memset(static_cast<void*>(shared_), 0, offsetof(LockShared, write_seq));
+      std::memset(static_cast<void*>(&shared_->slots[0]), 0, sizeof shared_->slots);
+    }
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
@@ -175,7 +202,136 @@ LockFile::LockFile(const std::string& lock_path, std::chrono::milliseconds timeo
 
 LockFile::~LockFile() = default;  // unmapping and closing drop every OFD lock
 
+void LockFile::open_read_only(std::chrono::steady_clock::time_point deadline) {
+  access_ = Access::none;
+  slot_index_ = ~std::uint32_t{0};  // no slot: attached() counts every live one
+  fd_ = Fd(::open(path_.c_str(), O_RDONLY | O_CLOEXEC));
+  const auto go_without = [&] {
+    fd_ = Fd();
+    map_ = Mapping();
+    private_ = std::make_unique<LockShared>();
+    shared_ = private_.get();
+    access_ = Access::none;
+    // Identity for refuse_reentry(): the data file's (the lock file's path minus ".lock").
+    struct stat st {};
+    const std::string data = path_.substr(0, path_.size() - 5);
+    if (::stat(data.c_str(), &st) == 0) {
+      identity_ = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    }
+  };
+  if (!fd_) {
+    if (errno == ENOENT) return go_without();
+    throw_errno(path_, "open lock file", errno);
+  }
+  for (;;) {
+    struct stat st {};
+    if (::fstat(fd_.get(), &st) != 0) throw_errno(path_, "stat lock file", errno);
+    identity_ = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    const bool attached = anyone_attached();
+    std::uint64_t magic = 0;
+    if (static_cast<std::uint64_t>(st.st_size) == sizeof(LockShared)) {
+      // Safe to map: a first attacher rebuilds a lock file of this size in
+      // place, never truncating it (see the constructor).
+      map_ = Mapping(fd_.get(), sizeof(LockShared), false, path_);
+      shared_ = reinterpret_cast<LockShared*>(map_.base());  // NOLINT: the lock file's one object
+      magic = __atomic_load_n(&shared_->magic, __ATOMIC_ACQUIRE);
+      if (magic == kLockMagic && shared_->version == kLockVersion && shared_->slot_count == kReaderSlots) {
+        access_ = Access::read_only;
+        return;
+      }
+      map_ = Mapping();
+      shared_ = nullptr;
+    }
+    // Nobody attached: the file is stale or from another build, and tells
+    // nothing about a writer (there is none). Read the data file alone.
+    if (!attached) return go_without();
+    if (magic != 0) {
+      throw Error(Errc::version_mismatch, path_ + ": lock file in use by an incompatible kvstore build");
+    }
+    // A live handle is setting it up right now (the magic is written last).
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(Errc::busy, path_ + ": the lock file was not set up within " +
+                                  std::to_string(timeout_.count()) + " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+bool LockFile::anyone_attached() const noexcept {
+  if (!fd_) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kAttachedByte;
+  fl.l_len = 1;
+  if (::fcntl(fd_.get(), F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: assume so
+  return fl.l_type != F_UNLCK;
+}
+
+bool LockFile::attach_in_progress() const noexcept {
+  if (!fd_) return false;
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = kAttachMutexByte;
+  fl.l_len = 1;
+  if (::fcntl(fd_.get(), F_OFD_GETLK, &fl) != 0) return true;  // cannot tell: assume so
+  return fl.l_type != F_UNLCK;
+}
+
+std::uint64_t LockFile::settled_change_count() const noexcept {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (;;) {
+    const std::uint64_t n = shared_->change_count.load(std::memory_order_acquire);
+    // A rebuild zeroes the count (and only while the attach byte is held): a
+    // nonzero count is a real one; a zero one is, once no attach is under way.
+    if (n != 0 || !attach_in_progress()) {
+      const std::uint64_t again = shared_->change_count.load(std::memory_order_acquire);
+      if (again == n) return n;
+      continue;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return n;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+bool LockFile::writer_died(std::uint64_t odd_seq) const noexcept {
+  // The writer mutex is robust: when its owner dies the kernel clears the
+  // owner's thread id in the lock word and sets FUTEX_OWNER_DIED (glibc keeps
+  // that word in __data.__lock). A writer that released the lock made the word
+  // even first, so odd + no live owner, with write_seq unchanged across both
+  // looks, is a death. So is odd with no handle attached at all (the lock file
+  // outlived a crash, perhaps a reboot, where no kernel cleaned up).
+  const bool attached = anyone_attached();
+  const int word = __atomic_load_n(&shared_->writer.__data.__lock, __ATOMIC_ACQUIRE);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shared_->write_seq.load(std::memory_order_relaxed) != odd_seq) return false;
+  const auto w = static_cast<std::uint32_t>(word);
+  return !attached || (w & FUTEX_OWNER_DIED) != 0 || (w & FUTEX_TID_MASK) == 0;
+}
+
+std::uint64_t LockFile::read_begin(std::chrono::steady_clock::time_point deadline) const {
+  for (std::uint32_t spins = 0;; ++spins) {
+    const std::uint64_t s = shared_->write_seq.load(std::memory_order_acquire);
+    if ((s & 1) == 0) return s;
+    if (spins < 64) {
+      cpu_relax();
+      continue;
+    }
+    if ((spins & 7) == 0 && writer_died(s)) {
+      throw Error(Errc::busy, path_ + ": a writer died while changing the store; it needs recovery by a "
+                                      "process that may write it (any read-write open recovers it)");
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      throw Error(Errc::busy, path_ + ": a writer held the store for longer than " +
+                                  std::to_string(timeout_.count()) + " ms");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(spins < 256 ? 20 : 200));
+  }
+}
+
 void LockFile::finish_attach() noexcept {
+  if (slotless()) return;
   if (attach_held_) {
     ofd_lock(fd_.get(), F_UNLCK, kAttachMutexByte);
     attach_held_ = false;
@@ -183,6 +339,7 @@ void LockFile::finish_attach() noexcept {
 }
 
 bool LockFile::begin_detach() noexcept {
+  if (slotless()) return false;  // never attached: nothing to tidy
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   if (!ofd_lock_until(fd_.get(), F_WRLCK, kAttachMutexByte, deadline)) return false;
   attach_held_ = true;
@@ -284,12 +441,15 @@ void LockFile::exclude_readers() {
 }
 
 LockFile::WriteResult LockFile::lock_write() {
+  if (slotless()) throw Error(Errc::read_only, path_ + ": lock file is not writable");
   const WriteResult r = lock_mutex();
+  seq_enter();
   exclude_readers();
   return r;
 }
 
 void LockFile::unlock_write() noexcept {
+  seq_exit();
   shared_->writer_active.store(0, std::memory_order_seq_cst);
   pthread_mutex_unlock(&shared_->writer);
 }
@@ -304,6 +464,7 @@ LockFile::WriteResult LockFile::wait_and_enter_read() {
     pthread_mutex_unlock(&shared_->writer);
     return r;
   }
+  seq_enter();
   exclude_readers();  // the writer died: we hold its mutex now, and act as the writer
   return r;
 }
@@ -363,6 +524,22 @@ std::uint64_t LockFile::publish_change() noexcept {
 
 std::uint64_t LockFile::wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const noexcept {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (slotless()) {
+    // A read-only mapping cannot announce a waiter, so committers do not wake
+    // us: poll in short futex sleeps (a wake meant for others still ends one).
+    for (;;) {
+      const std::uint32_t seq = shared_->change_seq.load(std::memory_order_acquire);
+      const std::uint64_t count =
+          access_ == Access::read_only ? settled_change_count() : shared_->change_count.load(std::memory_order_acquire);
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (count != seen || left <= std::chrono::nanoseconds::zero()) return count;
+      if (access_ == Access::none) {
+        std::this_thread::sleep_for(std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(5)));
+      } else {
+        futex_wait_for(shared_->change_seq, seq, std::min<std::chrono::nanoseconds>(left, std::chrono::milliseconds(5)));
+      }
+    }
+  }
   for (;;) {
     shared_->change_waiters.fetch_add(1, std::memory_order_seq_cst);
     const std::uint32_t seq = shared_->change_seq.load(std::memory_order_seq_cst);
@@ -380,6 +557,7 @@ std::uint64_t LockFile::wait_for_change(std::uint64_t seen, std::chrono::millise
 
 std::uint32_t LockFile::attached() const noexcept {
   std::uint32_t n = 1;  // this handle
+  if (access_ == Access::none) return n;
   const std::uint32_t high = shared_->slot_high.load();
   for (std::uint32_t i = 0; i < high; ++i) {
     if (i != slot_index_ && slot_owner_alive(i)) ++n;

@@ -24,7 +24,24 @@
 // or the last" has a kernel-checked answer.
 //
 // The lock file holds coordination state only, never data: the first handle
-// to attach when nobody else is attached rebuilds it from scratch.
+// to attach when nobody else is attached rebuilds it from scratch (in place,
+// keeping `write_seq`: see below).
+//
+// Slot-less readers. A process that may read the store but not write its lock
+// file (another user's store, mode 0644; a read-only file system) opens it
+// O_RDONLY and maps it PROT_READ, when the store is opened read_only. It can
+// take no slot, so writers cannot wait for it. Instead every holder of the
+// write lock makes `write_seq` odd when it takes the lock and even again when
+// it releases it (a seqlock): every change to the mapped data file happens
+// under the write lock, so a reader that saw the same even value before and
+// after its read saw no change at all. Such a reader copies what it read,
+// bounds-checks every offset it follows and verifies record checksums (a torn
+// read must never crash), and retries when the word moved. A writer killed
+// with the lock leaves the word odd: the reader tells that apart from a slow
+// writer (the robust mutex's owner field, or no handle attached at all) and
+// reports busy ("needs recovery by a writer") instead of waiting forever.
+// Without any lock file (none exists and none can be created) there is
+// nothing to read: Access::none, see Store::Impl for what then guards a read.
 #pragma once
 
 #include <pthread.h>
@@ -32,6 +49,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -67,18 +85,35 @@ struct LockShared {
   alignas(64) std::atomic<std::uint64_t> change_count;
   std::atomic<std::uint32_t> change_seq;
   std::atomic<std::uint32_t> change_waiters;
+  // The seqlock word of slot-less readers (see above); on the change counter's
+  // line, which a committing writer writes anyway. Odd while a writer holds
+  // the lock. Monotonic over the file's life: a rebuild of the lock file keeps it.
+  std::atomic<std::uint64_t> write_seq;
   ReaderSlot slots[kReaderSlots];
 };
 
 class LockFile {
  public:
+  // How this handle uses the lock file.
+  enum class Access {
+    full,       // attached, with a reader slot: the normal case
+    read_only,  // mapped PROT_READ: reads are optimistic, validated by write_seq
+    none,       // no lock file can be read: reads rely on the data file alone
+  };
   // Attaches to (creating if needed) `lock_path`. Leaves the attach lock held:
-  // call finish_attach() once the data file is open. Throws Error(io, busy).
-  LockFile(const std::string& lock_path, std::chrono::milliseconds timeout);
+  // call finish_attach() once the data file is open. With `read_only_fallback`,
+  // a lock file that cannot be opened for writing (EACCES, EPERM, EROFS) is
+  // used read-only (Access::read_only), or not at all if it does not exist or
+  // is not a compatible one that a live handle set up (Access::none).
+  // Throws Error(io, busy, version_mismatch).
+  LockFile(const std::string& lock_path, std::chrono::milliseconds timeout, bool read_only_fallback = false);
   LockFile(const LockFile&) = delete;
   LockFile& operator=(const LockFile&) = delete;
   ~LockFile();
 
+  [[nodiscard]] Access access() const noexcept { return access_; }
+  // Whether this handle holds no reader slot (reads must be optimistic).
+  [[nodiscard]] bool slotless() const noexcept { return access_ != Access::full; }
   // Whether no other handle was attached when this one attached.
   [[nodiscard]] bool first() const noexcept { return first_; }
   void finish_attach() noexcept;
@@ -110,12 +145,26 @@ class LockFile {
   // Throws Error(busy).
   WriteResult wait_and_enter_read();
 
+  // --- optimistic reads (slot-less handles; also valid, but unneeded, for others)
+  // Waits until no writer holds the lock and returns the (even) sequence
+  // number to validate against. Throws Error(busy) at `deadline`, or at once
+  // if the writer that holds it died (the store needs recovery by a writer).
+  // Access::none: always 0.
+  [[nodiscard]] std::uint64_t read_begin(std::chrono::steady_clock::time_point deadline) const;
+  // Whether no writer took the lock since read_begin() returned `seq`: what
+  // was read in between is one committed state.
+  [[nodiscard]] bool read_unchanged(std::uint64_t seq) const noexcept {
+    std::atomic_thread_fence(std::memory_order_acquire);  // the data loads before this load
+    return shared_->write_seq.load(std::memory_order_relaxed) == seq;
+  }
+
   [[nodiscard]] std::uint64_t file_epoch() const noexcept {
     return shared_->file_epoch.load(std::memory_order_acquire);
   }
   void bump_file_epoch() noexcept { shared_->file_epoch.fetch_add(1, std::memory_order_acq_rel); }
   // --- change notification (Store::change_count, Store::wait_for_change)
   [[nodiscard]] std::uint64_t change_count() const noexcept {
+    if (access_ == Access::read_only) return settled_change_count();
     return shared_->change_count.load(std::memory_order_acquire);
   }
   // The first handle to attach carries the count over from the data file.
@@ -129,6 +178,9 @@ class LockFile {
   // Which lock file this is (device, inode): two handles of one store share it.
   [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> identity() const noexcept { return identity_; }
 
+  // Whether any handle with a slot is attached (holds the lock on the attach
+  // byte); Access::none: false.
+  [[nodiscard]] bool anyone_attached() const noexcept;
   // Handles attached right now, over all processes (counted from OFD locks).
   [[nodiscard]] std::uint32_t attached() const noexcept;
 
@@ -143,12 +195,37 @@ class LockFile {
   void exclude_readers();
   void wait_for_readers();
   [[nodiscard]] bool slot_owner_alive(std::uint32_t i) const noexcept;
+  // The holder of the writer mutex marks its tenure in write_seq.
+  void seq_enter() noexcept {
+    const std::uint64_t s = shared_->write_seq.load(std::memory_order_relaxed);
+    // Odd already only if the previous holder died with the lock: move on anyway,
+    // so that a reader that began before that death sees a change.
+    shared_->write_seq.store((s + 1) | 1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);  // before any change to the data
+  }
+  void seq_exit() noexcept {
+    shared_->write_seq.store(shared_->write_seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+  // Read-only access: sets up Access::read_only or Access::none.
+  void open_read_only(std::chrono::steady_clock::time_point deadline);
+  // Whether a handle is attaching or detaching right now (holds the attach
+  // byte): a first attacher then rebuilds the file, which zeroes the change
+  // count until it carries the count over from the data file.
+  [[nodiscard]] bool attach_in_progress() const noexcept;
+  // Access::read_only: the change count, waiting (up to the timeout) while an
+  // attach is in progress, so that a rebuild's transient 0 is never reported.
+  [[nodiscard]] std::uint64_t settled_change_count() const noexcept;
+  // With write_seq odd at `odd_seq`: whether its writer is dead (see above).
+  [[nodiscard]] bool writer_died(std::uint64_t odd_seq) const noexcept;
 
   std::string path_;
   std::chrono::milliseconds timeout_;
   Fd fd_;
   Mapping map_;
   LockShared* shared_ = nullptr;
+  // Access::none: a private, zeroed stand-in, so that the read-side calls work.
+  std::unique_ptr<LockShared> private_;
+  Access access_ = Access::full;
   ReaderSlot* slot_ = nullptr;
   std::uint32_t slot_index_ = 0;
   bool first_ = false;

@@ -77,8 +77,8 @@ void Store::transact(const std::function<void(Transaction&)>& fn) {
 
 void Store::view(const std::function<void(const View&)>& fn) const {
   boundary(impl_->path().string(), [&] {
-    impl_->view([&](const detail::DataFile& file) {
-      const View v(file);
+    impl_->view([&](const detail::DataFile& file, const detail::ReadGuard* guard, std::size_t keys) {
+      const View v(file, guard, keys);
       fn(v);
     });
   });

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "transaction.hpp"
 #include "kvstore/store.hpp"
 #include "lock.hpp"
+#include "read_guard.hpp"
 
 namespace kvstore {
 
@@ -29,12 +31,14 @@ class Store::Impl {
   void apply(const std::vector<BatchOp>& ops);
   [[nodiscard]] std::optional<std::string> get(std::string_view key) const;
   void transact(const std::function<void(detail::TransactionState&)>& fn);
-  void view(const std::function<void(const detail::DataFile&)>& fn) const;
+  // `guard` is null for a handle with a reader slot; else View::get validates with it.
+  // `keys`: with a guard, the key count validated at the start.
+  void view(const std::function<void(const detail::DataFile&, const detail::ReadGuard*, std::size_t keys)>& fn) const;
   std::int64_t increment(std::string_view key, std::int64_t delta);
   bool compare_exchange(std::string_view key, std::optional<std::string_view> expected,
                         std::optional<std::string_view> desired);
   bool insert(std::string_view key, std::string_view value);
-  [[nodiscard]] std::uint64_t change_count() const noexcept { return lock_->change_count(); }
+  [[nodiscard]] std::uint64_t change_count() const noexcept;
   [[nodiscard]] std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const;
   void compact();
   void sync();
@@ -42,6 +46,8 @@ class Store::Impl {
   [[nodiscard]] std::vector<std::string> check() const;
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return fs_path_; }
   static std::vector<std::string> repair(const std::filesystem::path& path, const Options& options);
+  // The figures stats() reads from the file itself.
+  static Stats file_stats(const detail::DataFile& file);
 
  private:
   class ReadSection;
@@ -82,6 +88,29 @@ class Store::Impl {
   template <class F>
   auto mutate(F&& f);
 
+  // --- reads. read(f) runs f(file, guard) under the read lock, or, for a
+  // slot-less handle (no writable lock file), as optimistic attempts until one
+  // validates: f may then see torn state (every offset it follows is checked,
+  // every record's checksum), must copy what it returns, and may run more
+  // than once. `guard` is null under the read lock.
+  template <class F>
+  auto read(F&& f) const;
+  // `revalidate`: whether f's result counts only if the guard still holds
+  // when it returns (false: f validated everything it used itself).
+  template <class F>
+  auto optimistic(F&& f, bool revalidate = true) const;
+  // Slot-less open: maps the existing file read-only, validated like a read.
+  void open_slotless();
+  // Slot-less: maps what the path now holds (grown, or replaced by compaction
+  // or recovery), under remap_ exclusively.
+  // `seq`: from LockFile::read_begin; an open that a writer overlapped is dropped.
+  void refresh_slotless(std::uint64_t seq) const;
+  [[nodiscard]] bool slotless_stale() const noexcept;
+  // Slot-less: throws Error(busy) if the file waits for a writer's recovery
+  // (a dead writer, a power cut, a short file), which this handle cannot do.
+  // False: the guard no longer holds (start over).
+  [[nodiscard]] bool check_settled(const detail::DataFile& file, const detail::ReadGuard& guard) const;
+
   std::filesystem::path fs_path_;
   std::string path_;
   Options options_;
@@ -90,6 +119,9 @@ class Store::Impl {
   // another call replaced the file.
   std::shared_ptr<detail::DataFile> file_;
   std::uint64_t epoch_ = 0;
+  // Slot-less handles only: threads read under it shared; a remap takes it
+  // exclusively (the write lock serves this purpose for the others).
+  mutable std::shared_mutex remap_;
 };
 
 }  // namespace kvstore

@@ -1,6 +1,7 @@
 #include "transaction.hpp"
 
 #include "kvstore/error.hpp"
+#include "read_guard.hpp"
 #include "kvstore/store.hpp"
 
 namespace kvstore::detail {
@@ -63,15 +64,38 @@ bool Transaction::contains(std::string_view key) const { return state_->contains
 void Transaction::put(std::string_view key, std::string_view value) { state_->put(key, value); }
 bool Transaction::erase(std::string_view key) { return state_->erase(key); }
 
+namespace {
+
+// A lookup for a View. Without a read lock (guard set), an answer is given
+// only if no writer moved the state since the view began, so that every
+// answer of one view is of the same committed state; else ViewMoved (also
+// for an error that a torn state may have caused).
+bool view_find(const detail::DataFile& file, const detail::ReadGuard* guard, std::string_view key,
+               detail::RecordView& rec) {
+  if (guard == nullptr) return file.find(key, rec);
+  bool found = false;
+  try {
+    found = file.find(key, rec);
+  } catch (const Error&) {
+    guard->check_view(file.path());
+    throw;
+  }
+  guard->check_view(file.path());
+  return found;
+}
+
+}  // namespace
+
 std::optional<std::string_view> View::get(std::string_view key) const {
   detail::RecordView rec{};
-  if (!file_->find(key, rec)) return std::nullopt;
+  if (!view_find(*file_, guard_, key, rec)) return std::nullopt;
   return rec.value;
 }
 bool View::contains(std::string_view key) const {
   detail::RecordView rec{};
-  return file_->find(key, rec);
+  return view_find(*file_, guard_, key, rec);
 }
-std::size_t View::size() const noexcept { return file_->key_count(); }
+// Slot-less: the count as validated when the view began.
+std::size_t View::size() const noexcept { return guard_ != nullptr ? keys_ : file_->key_count(); }
 
 }  // namespace kvstore

@@ -169,5 +169,47 @@ expect 0 $KVTOOL -f b.kv dump b.dump; sort_pairs b.dump > b2.pairs; same a.pairs
 expect 0 db5.3_dump -p -f from_bdb_p.dump bdb.db
 expect 0 $KVTOOL -f bp.kv load from_bdb_p.dump
 expect 0 $KVTOOL -f bp.kv dump bp.dump; sort_pairs bp.dump > bp.pairs; same a.pairs bp.pairs "via Berkeley DB (print)"
+# --- read permission only: root's store, files 0644, directory 0555, read as nobody (uid/gid
+# 65534). Root bypasses permissions, so the drop is what makes this a test.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  chmod 755 "$T"; mkdir ro
+  R="$KVTOOL -f ro/s.kv"
+  NB="setpriv --reuid=65534 --regid=65534 --clear-groups"
+  expect 0 $R put k v1; expect 0 $R put j "two words"
+  chmod 644 ro/s.kv ro/s.kv.lock; chmod 555 ro
+  expect 1 $NB test -w ro/s.kv.lock; expect 1 $NB test -w ro   # really no write permission
+  expect 0 $NB $R get k; [ "$(cat out.txt)" = "v1" ] || fail "get as nobody printed $(cat out.txt)"
+  expect 1 $NB $R get nope
+  expect 0 $NB $R count; [ "$(cat out.txt)" = "2" ] || fail "count as nobody printed $(cat out.txt)"
+  expect 0 $NB $R keys; [ "$(sort out.txt | tr '\n' ,)" = "j,k," ] || fail "keys as nobody printed $(cat out.txt)"
+  expect 0 $NB $R stats; grep -q "^keys  *2$" out.txt || fail "stats as nobody: $(cat out.txt)"
+  expect 0 $NB $R check; [ "$(cat out.txt)" = "ok" ] || fail "check as nobody: $(cat out.txt)"
+  expect 0 $NB $R dump; grep -q "^ 74776f20776f726473$" out.txt || fail "dump as nobody lacks \"two words\""
+  expect 4 $NB $R put k v2; grep -q "ro/s.kv" err.txt || fail "put as nobody: $(cat err.txt)"
+  expect 4 $NB $R del k
+  expect 4 $NB $R compact
+  expect 4 $NB $R check --repair
+  expect 0 $R get k; [ "$(cat out.txt)" = "v1" ] || fail "a refused write as nobody changed the value"
+  # A reader as nobody sees a root writer's change (wait) and reads the store while root writes.
+  expect 0 $R stats --json; n0=$(grep '"change_count"' out.txt | tr -dc 0-9)
+  $NB $R wait --since "$n0" --timeout 20000 >wait.txt 2>&1 & waiter=$!
+  ( for i in $(seq 1 200); do $R put "w$i" "$i" || exit 1; done ) & writer=$!
+  for i in $(seq 1 20); do
+    expect 0 $NB $R get k; [ "$(cat out.txt)" = "v1" ] || fail "get as nobody during writes printed $(cat out.txt)"
+  done
+  wait $writer || fail "the root writer failed"
+  wait $waiter; [ $? = 0 ] || fail "wait as nobody: $(cat wait.txt)"
+  [ "$(cat wait.txt)" -gt "$n0" ] 2>/dev/null || fail "wait as nobody printed $(cat wait.txt), after $n0"
+  expect 0 $NB $R count; [ "$(cat out.txt)" = "202" ] || fail "count as nobody after the writes: $(cat out.txt)"
+  expect 0 $R compact
+  expect 0 $NB $R get w200; [ "$(cat out.txt)" = "200" ] || fail "get as nobody after compact: $(cat out.txt)"
+  # No lock file, and nobody may make one: a cleanly closed store is read from the data file alone.
+  chmod 755 ro; rm ro/s.kv.lock; chmod 555 ro
+  expect 0 $NB $R get k; [ "$(cat out.txt)" = "v1" ] || fail "get without a lock file printed $(cat out.txt)"
+  [ ! -e ro/s.kv.lock ] || fail "a reader as nobody made a lock file"
+  chmod 755 ro
+else
+  echo "kvtool tests: read-permission-only checks skipped (need root and setpriv)"
+fi
 echo "kvtool tests: $checks checks, $failures failures"
 [ "$failures" = 0 ]

@@ -275,7 +275,10 @@ int kvstore_view_run(kvstore_db *db, kvstore_view_fn fn, void *ctx);
 
 /** Zero-copy read inside a view.
  * @param[out] val points into the store, valid until `fn` returns; do not free
- * @return KVSTORE_OK, KVSTORE_NOTFOUND, KVSTORE_INVALID_ARGUMENT, KVSTORE_CORRUPT. */
+ * @return KVSTORE_OK, KVSTORE_NOTFOUND, KVSTORE_INVALID_ARGUMENT, KVSTORE_CORRUPT;
+ * KVSTORE_BUSY only on a read-only handle that could not write the lock file
+ * (it reads without a reader slot): a writer changed the store since the view
+ * began, so this answer would be of another state; return, and run the view again. */
 int kvstore_view_get(const kvstore_view *view, const void *key, size_t key_len, const void **val,
                      size_t *val_len);
 

@@ -15,13 +15,25 @@ struct Options {
   // Create the file when it does not exist.
   bool create = true;
   // Open without the right to modify; put/erase/compact throw Errc::read_only.
+  // Needs only read permission: when the lock file cannot be opened for
+  // writing (another user's store, a read-only file system), the handle reads
+  // without a reader slot, optimistically, and validates every answer against
+  // the writers' sequence word in the lock file (FORMAT.md "Readers without
+  // write permission"), so it never sees a half-made change, even while a
+  // writer changes, grows or compacts the store. Such a handle cannot recover
+  // a store: one left by a dead writer, or unclean from an earlier boot, is
+  // busy until a process that may write it opens it. Without any readable
+  // lock file, only a store that was closed cleanly can be read. A `view`
+  // callback may then run more than once: only its last run's answers count.
   bool read_only = false;
   // Size of a newly created file in bytes (at least 64 KiB; rounded up to 4 KiB).
   std::uint64_t initial_size = std::uint64_t{1} << 20;
   // The file never grows past this; a put that would needs Errc::store_full.
   std::uint64_t max_file_size = std::uint64_t{1} << 40;
   Sync sync = Sync::none;
-  // Longest wait for the store's lock before Errc::busy.
+  // Longest wait for the store's lock before Errc::busy (for a read without
+  // a reader slot: for a moment when no writer holds it, and for a read that
+  // no writer disturbs).
   std::chrono::milliseconds lock_timeout{10'000};
 };
 

@@ -58,6 +58,7 @@ struct BatchOp {
 
 namespace detail {
 class DataFile;
+class ReadGuard;
 class TransactionState;
 }  // namespace detail
 
@@ -99,8 +100,14 @@ class View {
 
  private:
   friend class Store;
-  explicit View(const detail::DataFile& file) noexcept : file_(&file) {}
+  View(const detail::DataFile& file, const detail::ReadGuard* guard, std::size_t keys) noexcept
+      : file_(&file), guard_(guard), keys_(keys) {}
   const detail::DataFile* file_;
+  // Set for a handle without a reader slot (a read-only open that cannot write
+  // the lock file): each answer is validated before it is given, and a get
+  // after a writer's change throws Error(busy) (see Options::read_only).
+  const detail::ReadGuard* guard_;
+  std::size_t keys_;  // with guard_: size() as validated at the start
 };
 
 class Store {
