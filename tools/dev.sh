@@ -17,6 +17,7 @@ packages=(
   librapidcheck-dev libgtest-dev
   liblmdb-dev lmdb-utils db5.3-util libkyotocabinet-dev libtkrzw-dev gnuplot-nox
   liblz4-dev libzstd-dev liblzma-dev zlib1g-dev python3
+  xfsprogs  # mkfs.xfs: the power-cut test (tests/powercut) clones devices on XFS
   pybind11-dev python3-dev python3-pytest python3-lmdb python3-gdbm
   clang libclang-rt-14-dev
 )
