@@ -18,6 +18,7 @@
 
 #include "crc32c.hpp"
 #include "format.hpp"
+#include "scratch_dir.hpp"
 
 namespace {
 
@@ -30,9 +31,7 @@ struct Base {
 const Base& base() {
   static const Base b = [] {
     Base out;
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kvfuzzfile-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    out.dir = tmpl;
+    out.dir = kvstore::fuzz::scratch_dir("kvfuzzfile");
     const std::string path = out.dir + "/base.kv";
     {
       kvstore::Options o;

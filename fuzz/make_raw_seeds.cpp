@@ -90,12 +90,29 @@ int main(int argc, char** argv) {
           s.apply({{"b1", "x", false}, {"b2", "y", false}, {"key1", "", true}});
           s.compact();
         }));
-  // Grown from 8 KiB past three grows: many chunks, old index tables freed
-  // (a free tree of several nodes), the file's end block moved each time.
-  write(out / "grown", make(scratch, [](kvstore::Store& s) {
-          for (int i = 0; s.stats().grows < 3; ++i) s.put("g" + std::to_string(i), std::string(100, 'g'));
-          some_keys(s, 30);
-        }, true));
+  // Grown from 8 KiB, with as many keys as fit before a second grow: more than
+  // one chunk, the index table replaced four times (the old tables freed: a free
+  // tree of several nodes), the file's end block moved. The second grow would
+  // take the file past kMaxRawInput (the seed was 368 KiB, three grows, when
+  // inputs could be 1 MiB: executions of inputs that size cost twice as much).
+  {
+    const auto fill = [](int n) {
+      return [n](kvstore::Store& s) {
+        for (int i = 0; i < n; ++i) s.put("g" + std::to_string(i), std::string(static_cast<std::size_t>(i % 4 * 8), 'g'));
+        some_keys(s, 30);
+      };
+    };
+    const auto fits = [&](int n) {
+      return make(scratch, fill(n), true).size() <= kvstore::fuzz::kMaxRawInput;
+    };
+    int lo = 0;      // fits in one grow
+    int hi = 20000;  // does not
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      (fits(mid) ? lo : hi) = mid;
+    }
+    write(out / "grown", make(scratch, fill(lo), true));
+  }
   // A batch whose last record never came: the writer died inside apply().
   {
     std::string f = make(scratch, [](kvstore::Store& s) {

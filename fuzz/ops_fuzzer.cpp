@@ -29,7 +29,6 @@
 // The store lives in a fresh directory under $KVSTORE_FUZZ_DIR, else /dev/shm
 // when it has room (no fsync cost: 30x the executions), else the temp
 // directory; the directory is removed at exit.
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <array>
@@ -45,6 +44,7 @@
 #include <vector>
 
 #include "../tests/support/increment_model.hpp"
+#include "scratch_dir.hpp"
 
 namespace {
 
@@ -70,34 +70,8 @@ void require(bool ok) {
   if (!ok) std::abort();
 }
 
-std::filesystem::path base_dir() {
-  if (const char* d = std::getenv("KVSTORE_FUZZ_DIR"); d != nullptr && *d != '\0') return d;
-  struct statvfs st {};
-  if (::statvfs("/dev/shm", &st) == 0 && ::access("/dev/shm", W_OK) == 0 &&
-      static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize >= (std::uint64_t{512} << 20)) {
-    return "/dev/shm";
-  }
-  return std::filesystem::temp_directory_path();
-}
-
-std::filesystem::path& work_dir() {
-  static std::filesystem::path dir;
-  return dir;
-}
-
-void remove_work_dir() {
-  std::error_code ec;
-  if (!work_dir().empty()) std::filesystem::remove_all(work_dir(), ec);
-}
-
 const std::string& store_path() {
-  static const std::string path = [] {
-    std::string tmpl = (base_dir() / "kvfuzz-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) std::abort();
-    work_dir() = tmpl;
-    std::atexit(remove_work_dir);
-    return tmpl + "/ops.kv";
-  }();
+  static const std::string path = kvstore::fuzz::scratch_dir("kvfuzz") + "/ops.kv";
   return path;
 }
 

@@ -7,7 +7,6 @@
 
 #include <cstddef>
 #include <cstring>
-#include <string>
 
 #include "format.hpp"
 
@@ -16,12 +15,17 @@ namespace kvstore::fuzz {
 inline constexpr unsigned char kBootIdSentinel[16] = {'s', 'a', 'm', 'e', '-', 'b', 'o', 'o',
                                                       't', '-', 's', 'e', 'n', 't', 'r', 'y'};
 
-inline void substitute_boot_id(std::string& file, const unsigned char* boot_id) {
-  constexpr std::size_t at = offsetof(detail::FileHeader, boot_id);
-  if (file.size() >= at + sizeof kBootIdSentinel &&
-      std::memcmp(file.data() + at, kBootIdSentinel, sizeof kBootIdSentinel) == 0) {
-    std::memcpy(file.data() + at, boot_id, sizeof kBootIdSentinel);
-  }
+// The largest input the raw-file fuzzer takes (its -max_len, fuzz/CMakeLists.txt),
+// and so the largest seed: below 128 KiB, libFuzzer's copy of an input stays in
+// ASan's size-class allocator instead of a mapping made and unmapped per execution.
+inline constexpr std::size_t kMaxRawInput = 120 * 1024;
+
+inline constexpr std::size_t kBootIdAt = offsetof(detail::FileHeader, boot_id);
+
+// Whether the file's header holds the sentinel (its boot id is then to be replaced).
+inline bool has_boot_id_sentinel(const void* file, std::size_t size) {
+  return size >= kBootIdAt + sizeof kBootIdSentinel &&
+         std::memcmp(static_cast<const char*>(file) + kBootIdAt, kBootIdSentinel, sizeof kBootIdSentinel) == 0;
 }
 
 }  // namespace kvstore::fuzz
