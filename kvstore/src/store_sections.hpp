@@ -1,0 +1,94 @@
+// The sections of Store::Impl's calls (store_impl.cpp, store_reads.cpp,
+// compaction.cpp): the write and read sections around the lock, the change
+// protocol inside a write, and the marker that refuses a callback's call back
+// into its own store.
+#pragma once
+
+#include <cstdint>
+#include <utility>
+
+#include "store_impl.hpp"
+
+namespace kvstore {
+
+namespace detail {
+// The lock files (by identity) whose lock this thread holds while a user
+// callback runs. Nesting past kMaxDepth different stores is allowed but no
+// longer checked.
+struct InsideCallbacks {
+  static constexpr unsigned kMaxDepth = 8;
+  std::pair<std::uint64_t, std::uint64_t> ids[kMaxDepth];
+  unsigned depth = 0;
+};
+extern thread_local InsideCallbacks t_inside;
+}  // namespace detail
+
+// Marks this thread as inside a callback that holds the lock of `impl`'s file.
+class Store::Impl::CallbackScope {
+ public:
+  explicit CallbackScope(const Impl& impl) noexcept {
+    if (detail::t_inside.depth < detail::InsideCallbacks::kMaxDepth)
+      detail::t_inside.ids[detail::t_inside.depth] = impl.lock_->identity();
+    ++detail::t_inside.depth;
+  }
+  CallbackScope(const CallbackScope&) = delete;
+  CallbackScope& operator=(const CallbackScope&) = delete;
+  ~CallbackScope() { --detail::t_inside.depth; }
+};
+
+class Store::Impl::WriteSection {
+ public:
+  explicit WriteSection(const Impl& impl, bool adopt_owner_died = false)
+      : impl_(const_cast<Impl&>(impl)) {  // NOLINT: the lock is what makes this safe
+    if (!adopt_owner_died) impl_.refuse_reentry();
+    const bool died =
+        adopt_owner_died || impl_.lock_->lock_write() == detail::LockFile::WriteResult::owner_died;
+    try {
+      impl_.refresh(died);
+    } catch (...) {
+      impl_.lock_->unlock_write();
+      throw;
+    }
+  }
+  WriteSection(const WriteSection&) = delete;
+  WriteSection& operator=(const WriteSection&) = delete;
+  ~WriteSection() { impl_.lock_->unlock_write(); }
+
+ private:
+  Impl& impl_;
+};
+
+class Store::Impl::ReadSection {
+ public:
+  explicit ReadSection(const Impl& impl) : impl_(impl) {
+    impl_.refuse_reentry();
+    impl_.enter_read();
+  }
+  ReadSection(const ReadSection&) = delete;
+  ReadSection& operator=(const ReadSection&) = delete;
+  ~ReadSection() { impl_.lock_->exit_read(); }
+
+ private:
+  const Impl& impl_;
+};
+
+// One change to the store, under the write lock: marks the header while the
+// writer is at work (recovery reads it after a death), and on commit() makes
+// the change as durable as the sync mode asks and tells the waiting processes.
+class Store::Impl::Change {
+ public:
+  explicit Change(Impl& impl) : impl_(impl) { impl_.file_->begin_change(); }
+  Change(const Change&) = delete;
+  Change& operator=(const Change&) = delete;
+  ~Change() { impl_.file_->end_change(); }
+
+  void commit() {
+    if (impl_.options_.sync == Sync::always) impl_.file_->sync_tail();
+    impl_.note_change();
+  }
+
+ private:
+  Impl& impl_;
+};
+
+}  // namespace kvstore
