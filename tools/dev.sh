@@ -66,7 +66,7 @@ cmd_test() {
   CXX=clang++ build build-fuzz -DKVSTORE_BUILD_FUZZERS=ON -DKVSTORE_BUILD_TESTS=OFF -DKVSTORE_SANITIZE=address,undefined \
     -DKVSTORE_BUILD_TOOLS=OFF -DKVSTORE_BUILD_BENCH=OFF -DKVSTORE_BUILD_PYTHON=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo
   # The short form (label fuzz: a few thousand executions each), or with
-  # KVSTORE_SOAK=1 the long one (label soak: an hour each).
+  # KVSTORE_SOAK=1 the long one (label soak: an hour each; raw_file a million executions).
   local fuzz_label=fuzz
   [ "${KVSTORE_SOAK:-0}" = 1 ] && fuzz_label=soak
   (cd build-fuzz && ctest --output-on-failure -L "$fuzz_label") || failed=1
