@@ -27,7 +27,6 @@
 #include <map>
 #include <optional>
 #include <random>
-#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -389,15 +388,18 @@ const std::pair<const char*, int> kPoints[] = {
 TEST(CrashPoints, EveryPointInTheSourcesIsExercised) {
   std::set<std::string> tested{"repair_index.inserting"};
   for (const auto& [name, hits] : kPoints) tested.insert(name);
-  const std::regex call(R"re(crash_point\("([^"]+)"\))re");
+  // (A plain search: std::regex draws GCC 12 -Wmaybe-uninitialized warnings from libstdc++.)
+  const std::string call = "crash_point(\"";
   std::size_t found = 0;
   for (const auto& entry : fs::directory_iterator(KVSTORE_SOURCE_DIR)) {
     std::ifstream in(entry.path());
     const std::string text{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-    for (std::sregex_iterator m(text.begin(), text.end(), call), end; m != end; ++m) {
+    for (std::size_t at = text.find(call); at != std::string::npos; at = text.find(call, at + 1)) {
+      const std::size_t begin = at + call.size();
+      const std::string name = text.substr(begin, text.find('"', begin) - begin);
       ++found;
-      EXPECT_TRUE(tested.count((*m)[1].str()) == 1)
-          << "crash point " << (*m)[1] << " (" << entry.path().filename().string() << ") is never killed at";
+      EXPECT_TRUE(tested.count(name) == 1)
+          << "crash point " << name << " (" << entry.path().filename().string() << ") is never killed at";
     }
   }
   EXPECT_GE(found, tested.size());
