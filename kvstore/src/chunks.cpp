@@ -18,12 +18,8 @@ std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<voi
   const std::uint64_t used = std::min(c.used.load(std::memory_order_acquire), limit);
   // The record at `pos`, if it is whole and passes its checksum.
   auto intact_at = [&](std::uint64_t pos, RecordView& r) {
-    try {
-      r = record_at(data + pos);
-    } catch (const Error&) {
-      return false;
-    }
-    return r.size <= used - pos && record_intact(r);
+    return view_record(map_.base(), map_.size(), data + pos, r) == RecordFault::none && r.size <= used - pos &&
+           record_intact(r);
   };
   for (std::uint64_t pos = from; pos < used;) {
     RecordView r{};
@@ -151,13 +147,10 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
       // record right after `used` means the length was cut short.
       const std::uint64_t at =
           static_cast<std::uint64_t>(reinterpret_cast<const char*>(c + 1) - map_.base()) + used;  // NOLINT
-      try {
-        const RecordView r = record_at(at);
-        if (r.size <= c->capacity - used && record_intact(r)) {
-          problem("chunk " + std::to_string(ordinal) + "'s length hides records after it");
-        }
-      } catch (const Error&) {
-        // No record there: as expected.
+      RecordView r{};
+      if (view_record(map_.base(), map_.size(), at, r) == RecordFault::none && r.size <= c->capacity - used &&
+          record_intact(r)) {
+        problem("chunk " + std::to_string(ordinal) + "'s length hides records after it");
       }
     }
     link = &c->next;

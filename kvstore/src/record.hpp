@@ -26,22 +26,36 @@ struct RecordView {
 // crc32c of a record: everything after the crc field up to the end of the value.
 [[nodiscard]] std::uint32_t record_crc(const RecordHeader& h, std::string_view key, std::string_view value);
 
+// Why a record could not be viewed.
+enum class RecordFault : std::uint8_t { none, out_of_bounds, malformed };
+
 // Bounds-checks the record at `offset` of a mapping of `size` bytes at `base`
-// and views it. Throws Error(corrupt). Inline: every get passes here.
-[[nodiscard]] inline RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
-                                            const std::string& path) {
+// and views it in `out`. No throw: a salvage scan tries every 8-byte offset of
+// a damaged stretch, and an exception per try was most of its time.
+[[nodiscard]] inline RecordFault view_record(const char* base, std::uint64_t size, std::uint64_t offset,
+                                             RecordView& out) noexcept {
   if (offset < kHeaderSize || offset % kRecordAlign != 0 || offset > size - sizeof(RecordHeader)) {
-    throw_bad_record(path, offset, true);
+    return RecordFault::out_of_bounds;
   }
   RecordHeader h;
   std::memcpy(&h, base + offset, sizeof h);
   const std::uint64_t total = record_size(h.key_size, h.value_size);
   if (total > size - offset || (h.type != static_cast<std::uint8_t>(RecordType::put) &&
                                 h.type != static_cast<std::uint8_t>(RecordType::erase))) {
-    throw_bad_record(path, offset, false);
+    return RecordFault::malformed;
   }
   const char* p = base + offset + sizeof h;
-  return RecordView{offset, total, static_cast<RecordType>(h.type), h.flags, {p, h.key_size}, {p + h.key_size, h.value_size}};
+  out = RecordView{offset, total, static_cast<RecordType>(h.type), h.flags, {p, h.key_size}, {p + h.key_size, h.value_size}};
+  return RecordFault::none;
+}
+
+// view_record that throws Error(corrupt). Inline: every get passes here.
+[[nodiscard]] inline RecordView read_record(const char* base, std::uint64_t size, std::uint64_t offset,
+                                            const std::string& path) {
+  RecordView r{};
+  const RecordFault f = view_record(base, size, offset, r);
+  if (f != RecordFault::none) throw_bad_record(path, offset, f == RecordFault::out_of_bounds);
+  return r;
 }
 
 // Whether the record's checksum holds.
