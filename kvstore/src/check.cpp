@@ -35,6 +35,7 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
     scan_chunk_list([&](const ChunkHeader& c) {
       tail = &c;
       held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
+      return true;
     });
     if (last_chunk_at_end && tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
       return "the last chunk is not the end of the chunk list";
@@ -48,7 +49,10 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
 std::string DataFile::chunk_tail_problem() const {
   try {
     const ChunkHeader* tail = nullptr;
-    scan_chunk_list([&](const ChunkHeader& c) { tail = &c; });
+    scan_chunk_list([&](const ChunkHeader& c) {
+      tail = &c;
+      return true;
+    });
     if (tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
       return "the last chunk is not the end of the chunk list";
     }
@@ -156,6 +160,7 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     scan_chunk_list([&](const ChunkHeader& c) {
       const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT
       blocks.push_back({at, at + sizeof(ChunkHeader) + c.capacity, "chunk"});
+      return true;
     });
   } catch (const Error& e) {
     problem(e.what());

@@ -92,7 +92,10 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
     return true;
   }
   try {
-    scan_chunk_list([&](const ChunkHeader& c) { scan_chunk(c, fn, problem, false); });
+    scan_chunk_list([&](const ChunkHeader& c) {
+      (void)scan_chunk(c, fn, problem, false);
+      return true;
+    });
   } catch (const Error& e) {
     problem(e.what());
     return false;
@@ -171,46 +174,39 @@ const ChunkHeader* DataFile::last_chunk_or_none() const {
 
 void DataFile::walk_chunks(const RecordsEnd& end,
                            const std::function<void(const ChunkHeader&, std::uint64_t, std::uint64_t)>& fn) const {
-  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
-  for (std::uint64_t ordinal = 0; c != nullptr && ordinal < end.chunks; ++ordinal) {
-    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
-      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
-    }
-    const bool last = ordinal + 1 == end.chunks;
-    fn(*c, 0, last ? end.used : UINT64_MAX);
-    if (last) return;
-    c = resolve(c->next, sizeof(ChunkHeader));
-  }
+  if (end.chunks == 0) return;
+  scan_chunk_list([&](const ChunkHeader& c) {
+    const bool last = c.ordinal + 1 == end.chunks;
+    fn(c, 0, last ? end.used : UINT64_MAX);
+    return !last;  // the link after `end` is not followed: a writer may be setting it
+  });
 }
 
-void DataFile::scan_since(const RecordsEnd& end, const std::function<void(const RecordView&)>& fn) const {
+void DataFile::scan_since(const RecordsEnd& from, const RecordsEnd* until,
+                          const std::function<void(const RecordView&)>& fn) const {
   auto damaged = [&](const std::string& p) { throw Error(Errc::corrupt, path_ + ": " + p); };
-  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
-  std::uint64_t from = 0;
-  if (end.chunks > 0) {
-    // To the chunk `end` names, whose records past end.used are new.
-    walk_chunks(end, [&](const ChunkHeader& chunk, std::uint64_t, std::uint64_t) { c = &chunk; });
-    from = end.used;
-  }
-  for (std::uint64_t ordinal = end.chunks == 0 ? 0 : end.chunks - 1; c != nullptr; ++ordinal) {
-    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
-      throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
+  if (until != nullptr && until->chunks == 0) return;
+  // The chunk `from` names holds new records past from.used; the ones after it are new.
+  const std::uint64_t first = from.chunks == 0 ? 0 : from.chunks - 1;
+  scan_chunk_list([&](const ChunkHeader& c) {
+    const bool last = until != nullptr && c.ordinal + 1 == until->chunks;
+    if (c.ordinal >= first) {
+      (void)scan_chunk(c, fn, damaged, false, c.ordinal + 1 == from.chunks ? from.used : 0,
+                       last ? until->used : UINT64_MAX);
     }
-    (void)scan_chunk(*c, fn, damaged, false, from, UINT64_MAX);
-    from = 0;
-    c = resolve(c->next, sizeof(ChunkHeader));
-  }
+    return !last;
+  });
 }
 
 std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
 
-void DataFile::scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const {
+void DataFile::scan_chunk_list(const std::function<bool(const ChunkHeader&)>& fn) const {
   const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
   for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
     if (!chunk_plausible(*c) || c->ordinal != ordinal) {
       throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
     }
-    fn(*c);
+    if (!fn(*c)) return;
     c = resolve(c->next, sizeof(ChunkHeader));
   }
 }

@@ -379,6 +379,14 @@ bool DataFile::erase(std::string_view key, std::uint8_t flags) {
   return true;
 }
 
+void DataFile::copy_in(const RecordView& r) {
+  if (r.type == RecordType::erase) {
+    (void)erase(r.key, 0);
+  } else {
+    (void)put(r.key, r.value, 0);
+  }
+}
+
 void DataFile::apply(const std::vector<Op>& ops) {
   if (ops.empty()) return;
   std::uint64_t bytes = 0;

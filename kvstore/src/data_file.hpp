@@ -104,6 +104,9 @@ class DataFile {
     bool erase;
   };
   void apply(const std::vector<Op>& ops);
+  // A compaction's catch-up: applies `r`, a record of the file this one is a
+  // copy of (same hash seed), as put() or erase() would.
+  void copy_in(const RecordView& r);
   // Makes everything durable: msync of the whole mapping, then fdatasync.
   void sync_all() const;
   // After a completed sync of every record (write lock): the header's durable
@@ -130,9 +133,10 @@ class DataFile {
   bool scan(const std::function<void(const RecordView&)>& fn,
             const std::function<void(const std::string&)>& problem, Replay mode = Replay::strict,
             const RecordsEnd* until = nullptr) const;
-  // The records appended after `end`, in order (write lock). Throws
-  // Error(corrupt) at a damaged one.
-  void scan_since(const RecordsEnd& end, const std::function<void(const RecordView&)>& fn) const;
+  // The records appended after `from`, in order, up to `until` (any lock, as
+  // scan's) or to the end (write lock). Throws Error(corrupt) at a damaged one.
+  void scan_since(const RecordsEnd& from, const RecordsEnd* until,
+                  const std::function<void(const RecordView&)>& fn) const;
   // What a replay found: each key's latest record, and what was wrong.
   struct History {
     LatestIndex latest;
@@ -225,8 +229,10 @@ class DataFile {
   // The chunk appends go to, checked. Throws Error(corrupt).
   [[nodiscard]] ChunkHeader* last_chunk() const;
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
-  // Calls fn for each chunk along the list. Throws Error(corrupt) on a damaged link.
-  void scan_chunk_list(const std::function<void(const ChunkHeader&)>& fn) const;
+  // Calls fn for each chunk along the list until it returns false. Throws
+  // Error(corrupt) on a damaged link. (scan_to_tear walks it on its own: it
+  // tells damage before the durable mark from a tear after it.)
+  void scan_chunk_list(const std::function<bool(const ChunkHeader&)>& fn) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
   // What is wrong with what writes trust (see verify_for_writes), or "".
   [[nodiscard]] std::string problem_for_writes(bool last_chunk_at_end) const;

@@ -66,6 +66,8 @@ constexpr auto kQueueStall = std::chrono::milliseconds(20);
 // A queue head kept from the mutex this long closes the fast path (Go's sync.Mutex
 // uses 1 ms; on two cores shared by ten processes that is a scheduling delay, not starvation).
 constexpr auto kStarving = std::chrono::milliseconds(10);
+// Attempts a turned-away reader makes before it queues (wait_and_enter_read).
+constexpr int kReadRetries = 8;
 
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::chrono::microseconds at_most) noexcept {
   timespec ts{0, static_cast<long>(at_most.count() * 1000)};
@@ -443,8 +445,7 @@ void LockFile::exclude_readers() {
 LockFile::WriteResult LockFile::lock_write() {
   if (slotless()) throw Error(Errc::read_only, path_ + ": lock file is not writable");
   const WriteResult r = lock_mutex();
-  seq_enter();
-  exclude_readers();
+  exclude_readers_too();
   return r;
 }
 
@@ -455,6 +456,16 @@ void LockFile::unlock_write() noexcept {
 }
 
 LockFile::WriteResult LockFile::wait_and_enter_read() {
+  // The writer that turned us away usually leaves within microseconds, and
+  // one holding only the writer mutex (lock_writers) admits readers: retry a
+  // few times before queueing behind the writers, which is what keeps a
+  // stream of writes from starving this read.
+  for (int attempt = 0; attempt < kReadRetries; ++attempt) {
+    for (int spins = 0; spins < 256 && shared_->writer_active.load(std::memory_order_acquire) != 0; ++spins) {
+      cpu_relax();
+    }
+    if (try_enter_read()) return WriteResult::ok;
+  }
   const WriteResult r = lock_mutex();
   if (r == WriteResult::ok) {
     // Enter while holding the mutex (no writer can be active now): the writer

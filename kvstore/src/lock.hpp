@@ -138,6 +138,17 @@ class LockFile {
   // Throws Error(busy) after `timeout`.
   WriteResult lock_write();
   void unlock_write() noexcept;
+  // The write lock in two steps, for a change prepared while readers go on
+  // (a compaction's catch-up, which writes only its new file): lock_writers()
+  // takes the writer mutex alone; exclude_readers_too() then makes it the
+  // write lock, released by unlock_write(). Without that second step,
+  // unlock_writers() releases it.
+  WriteResult lock_writers() { return lock_mutex(); }
+  void exclude_readers_too() {
+    seq_enter();
+    exclude_readers();
+  }
+  void unlock_writers() noexcept { pthread_mutex_unlock(&shared_->writer); }
   // After try_enter_read() failed: waits for its turn behind the writers
   // queued before it and enters the read (ok). Returns owner_died if it found
   // the writer dead: the caller then holds the write lock (as after

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "batch_replay.hpp"
 #include "crash_point.hpp"
 #include "hash.hpp"
 #include "kvstore/error.hpp"
@@ -22,7 +23,10 @@ bool DataFile::damage_is_torn_tail() const {
   // damage) is not a torn tail.
   std::vector<const ChunkHeader*> chunks;
   try {
-    scan_chunk_list([&](const ChunkHeader& c) { chunks.push_back(&c); });
+    scan_chunk_list([&](const ChunkHeader& c) {
+      chunks.push_back(&c);
+      return true;
+    });
   } catch (const Error&) {
     // The list ends at a damaged link: what precedes it is judged as usual.
   }
@@ -43,28 +47,15 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
   // root().keys only sizes the first allocation; bounded, since it may be damaged.
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset); }, map_.size());
-  std::vector<RecordView> pending;
+  BatchReplay batches;
   scan(
       [&](const RecordView& r) {
         latest.mark_visited(r.offset);
         if (record_bytes != nullptr) *record_bytes += r.size;
-        // A batch's records are appended together under the write lock, so any
-        // record outside it means the batch before was abandoned.
-        if ((r.flags & kInBatch) == 0 || (r.flags & kBatchBegin) != 0) pending.clear();
-        if ((r.flags & kInBatch) == 0) {
-          latest.note(key_hash(r.key, seed_), r);
-          return;
-        }
-        pending.push_back(r);
-        if ((r.flags & kBatchEnd) != 0) {
-          for (const RecordView& p : pending) latest.note(key_hash(p.key, seed_), p);
-          pending.clear();
-        }
+        batches.feed(r, [&](const RecordView& c) { latest.note(key_hash(c.key, seed_), c); });
       },
       [&](const std::string& p) {
-        // Damaged bytes may have held part of the batch being collected (a
-        // salvage resumes after them): it can no longer be proven whole.
-        pending.clear();
+        batches.damaged();
         problem(p);
       },
       mode, until);
@@ -123,6 +114,7 @@ bool DataFile::repair_index() {
   scan_chunk_list([&](const ChunkHeader& c) {
     tail = &c;
     ++chunks;
+    return true;
   });
   r.last_chunk = const_cast<ChunkHeader*>(tail);  // NOLINT: the mapping is ours to write
   r.chunks = chunks;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "batch_replay.hpp"
 #include "data_file.hpp"
 #include "transaction.hpp"
 #include "kvstore/store.hpp"
@@ -52,10 +53,12 @@ class Store::Impl {
  private:
   class ReadSection;
   class WriteSection;
+  class TwoStepWriteSection;
   class Change;
   class CallbackScope;
   friend class ReadSection;
   friend class WriteSection;
+  friend class TwoStepWriteSection;
   friend class Change;
   friend class CallbackScope;
 
@@ -77,10 +80,19 @@ class Store::Impl {
   void recover(const std::string& why, bool header_trusted = true);
   // With the write lock held: counts a committed change (Store::change_count).
   void note_change() noexcept;
+  // Maps `fresh` in place of file_, whose mapping is let go in the background.
+  void replace_mapping(std::shared_ptr<detail::DataFile> fresh);
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
-  // Applies to `fresh` the records appended to the current file after `end`.
-  void catch_up(detail::DataFile& fresh, const detail::DataFile::RecordsEnd& end);
+  // compact()'s catch-up: applies to `fresh` the records of `source` (the file
+  // it copies) after `from`, up to `until` or the end. Returns their bytes.
+  static std::uint64_t catch_up(const detail::DataFile& source, detail::DataFile& fresh,
+                                const detail::DataFile::RecordsEnd& from, const detail::DataFile::RecordsEnd* until,
+                                detail::BatchReplay& batches);
+  // Catch-up rounds without the lock (compaction.cpp); `end` moves with them.
+  // False if the file was replaced meanwhile.
+  bool catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::DataFile::RecordsEnd& end,
+                         std::uint64_t epoch, detail::BatchReplay& batches);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,

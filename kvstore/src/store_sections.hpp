@@ -58,6 +58,45 @@ class Store::Impl::WriteSection {
   Impl& impl_;
 };
 
+// The write lock in two steps (compaction.cpp): first writers only, while
+// readers go on with the file as it is; then readers too, after which the
+// handle is brought up to date as in a WriteSection.
+class Store::Impl::TwoStepWriteSection {
+ public:
+  explicit TwoStepWriteSection(const Impl& impl)
+      : impl_(const_cast<Impl&>(impl)) {  // NOLINT: the lock is what makes this safe
+    impl_.refuse_reentry();
+    died_ = impl_.lock_->lock_writers() == detail::LockFile::WriteResult::owner_died;
+    held_ = true;
+  }
+  TwoStepWriteSection(const TwoStepWriteSection&) = delete;
+  TwoStepWriteSection& operator=(const TwoStepWriteSection&) = delete;
+  ~TwoStepWriteSection() {
+    if (!held_) return;
+    if (readers_excluded_) {
+      impl_.lock_->unlock_write();
+    } else {
+      impl_.lock_->unlock_writers();
+    }
+  }
+  // The writer before us died holding the lock: the store must be checked
+  // (refresh, after exclude_readers) before anything else.
+  [[nodiscard]] bool owner_died() const noexcept { return died_; }
+  void exclude_readers() {
+    held_ = false;  // exclude_readers_too releases the lock if it fails
+    impl_.lock_->exclude_readers_too();
+    held_ = true;
+    readers_excluded_ = true;
+    impl_.refresh(died_);
+  }
+
+ private:
+  Impl& impl_;
+  bool died_ = false;
+  bool held_ = false;
+  bool readers_excluded_ = false;
+};
+
 class Store::Impl::ReadSection {
  public:
   explicit ReadSection(const Impl& impl) : impl_(impl) {

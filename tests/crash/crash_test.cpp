@@ -381,6 +381,7 @@ const std::pair<const char*, int> kPoints[] = {
     {"grow.segment", 3},     {"chunk.allocated", 4},        {"rehash.filled", 2},
     {"publish.before_rename", 3}, {"publish.after_rename", 3}, {"rebuild.copying", 20},
     {"attach.slot_claimed", 1}, {"compact.copied", 3},     {"compact.caught_up", 3},
+    {"compact.round", 3},       {"compact.catching_up", 3},
 };
 
 // Every crash_point("...") in the library's sources is killed at by a test:
