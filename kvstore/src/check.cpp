@@ -32,7 +32,7 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
     held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
     const ChunkHeader* tail = nullptr;
-    scan_chunk_list([&](const ChunkHeader& c) {
+    chunks().for_each([&](const ChunkHeader& c) {
       tail = &c;
       held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
       return true;
@@ -49,7 +49,7 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
 std::string DataFile::chunk_tail_problem() const {
   try {
     const ChunkHeader* tail = nullptr;
-    scan_chunk_list([&](const ChunkHeader& c) {
+    chunks().for_each([&](const ChunkHeader& c) {
       tail = &c;
       return true;
     });
@@ -157,7 +157,7 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
     const auto t = reinterpret_cast<std::uintptr_t>(&index()[0]) - base;   // NOLINT
     blocks.push_back({t, t + root().slot_count * sizeof(Slot), "index"});
-    scan_chunk_list([&](const ChunkHeader& c) {
+    chunks().for_each([&](const ChunkHeader& c) {
       const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT
       blocks.push_back({at, at + sizeof(ChunkHeader) + c.capacity, "chunk"});
       return true;

@@ -25,14 +25,14 @@ void Store::Impl::compact() {
   // catch-up that apply to the copy what writers appended since. Then writers
   // wait for the last, short catch-up, and readers only for the publish.
   std::optional<DataFile> source;
-  DataFile::RecordsEnd end;
+  detail::RecordsEnd end;
   std::uint64_t epoch = 0;
   {
     ReadSection r(*this);
     if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
     // Under the read lock the path holds the file we map: replacing it takes the write lock.
     source.emplace(DataFile::open(path_, false, options_.max_file_size));
-    end = file_->records_end();
+    end = file_->chunks().end();
     epoch = lock_->file_epoch();
   }
   const std::string tmp = detail::temp_path(path_, "compact");
@@ -74,7 +74,7 @@ void Store::Impl::compact() {
   cleanup.published = true;
 }
 
-bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, DataFile::RecordsEnd& end,
+bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, detail::RecordsEnd& end,
                                     std::uint64_t epoch, detail::BatchReplay& batches) {
   // Each round applies what writers appended during the one before, from the
   // source's own mapping with no lock held (records never change once
@@ -87,12 +87,12 @@ bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, DataFile:
   constexpr std::uint64_t kShortTail = 16 * 1024;
   std::uint64_t before = UINT64_MAX;
   for (int round = 0; round < kMaxRounds; ++round) {
-    DataFile::RecordsEnd now;
+    detail::RecordsEnd now;
     {
       ReadSection r(*this);
       if (lock_->file_epoch() != epoch) return false;
       source.adopt_size();  // map what the writers grew meanwhile
-      now = source.records_end();
+      now = source.chunks().end();
     }
     const std::uint64_t bytes = catch_up(source, fresh, end, &now, batches);
     end = now;
@@ -103,12 +103,12 @@ bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, DataFile:
   return true;
 }
 
-std::uint64_t Store::Impl::catch_up(const DataFile& source, DataFile& fresh, const DataFile::RecordsEnd& from,
-                                    const DataFile::RecordsEnd* until, detail::BatchReplay& batches) {
+std::uint64_t Store::Impl::catch_up(const DataFile& source, DataFile& fresh, const detail::RecordsEnd& from,
+                                    const detail::RecordsEnd* until, detail::BatchReplay& batches) {
   // With batch semantics: a batch counts only once its last record is there
   // (its records may straddle two rounds).
   std::uint64_t bytes = 0;
-  source.scan_since(from, until, [&](const detail::RecordView& r) {
+  source.chunks().scan_since(from, until, [&](const detail::RecordView& r) {
     bytes += r.size;
     batches.feed(r, [&](const detail::RecordView& c) { fresh.copy_in(c); });
   });

@@ -24,8 +24,6 @@
 namespace kvstore::detail {
 namespace {
 
-constexpr std::uint64_t kMinChunk = 16 * 1024;
-constexpr std::uint64_t kMaxChunk = 8 * 1024 * 1024;
 constexpr std::uint64_t kMaxGrowStep = std::uint64_t{1} << 30;
 constexpr std::uint64_t kGeometricLimit = std::uint64_t{64} << 20;
 
@@ -139,32 +137,10 @@ RecordView DataFile::record_at(std::uint64_t offset) const {
 
 std::uint64_t DataFile::append(std::string_view key, std::string_view value, RecordType type,
                                std::uint8_t flags) {
-  ChunkHeader* c = last_chunk();
-  const std::uint64_t size = record_size(key.size(), value.size());
-  const std::uint64_t used = c->used.load(std::memory_order_relaxed);
-  char* data = reinterpret_cast<char*>(c) + sizeof(ChunkHeader);  // NOLINT
-  char* p = data + used;
-  RecordHeader h{};
-  h.type = static_cast<std::uint8_t>(type);
-  h.flags = flags;
-  h.key_size = static_cast<std::uint32_t>(key.size());
-  h.value_size = static_cast<std::uint32_t>(value.size());
-  h.crc = record_crc(h, key, value);
-  std::memcpy(p, &h, sizeof h);
-  crash_point("append.partial");
-  if (!key.empty()) std::memcpy(p + sizeof h, key.data(), key.size());
-  if (!value.empty()) std::memcpy(p + sizeof h + key.size(), value.data(), value.size());
-  const std::uint64_t pad = size - sizeof h - key.size() - value.size();
-  if (pad != 0) std::memset(p + sizeof h + key.size() + value.size(), 0, pad);
-  // The record counts (for recovery) only once it is complete.
-  c->used.store(used + size, std::memory_order_release);
-  crash_point("append.done");
-  root().record_bytes += size;
-  const auto offset = static_cast<std::uint64_t>(p - map_.base());
-  note_dirty(static_cast<std::uint64_t>(reinterpret_cast<char*>(c) - map_.base()),  // NOLINT
-             sizeof(ChunkHeader));
-  note_dirty(offset, size);
-  return offset;
+  const ChunkLog::Appended at = chunks().append(key, value, type, flags);
+  note_dirty(at.chunk, sizeof(ChunkHeader));
+  note_dirty(at.record, record_size(key.size(), value.size()));
+  return at.record;
 }
 
 // ---------------------------------------------------------------- space
@@ -216,6 +192,8 @@ class DataFile::AllocatorPhase {
   std::uint32_t before_;
 };
 
+std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
+
 void* DataFile::allocate(std::uint64_t bytes) {
   const AllocatorPhase phase(*this);
   for (;;) {
@@ -225,33 +203,9 @@ void* DataFile::allocate(std::uint64_t bytes) {
 }
 
 void DataFile::reserve_records(std::uint64_t bytes) {
-  Root& r = root();
-  if (r.last_chunk != nullptr) {
-    const ChunkHeader* last = last_chunk();
-    if (last->capacity - last->used.load(std::memory_order_relaxed) >= bytes) return;
+  if (chunks().reserve(bytes, [this](std::uint64_t n) { return allocate(n); })) {
+    full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
   }
-  std::uint64_t capacity = std::clamp<std::uint64_t>(r.record_bytes / 8, kMinChunk, kMaxChunk);
-  capacity = std::max(capacity, round_up(bytes, kRecordAlign));
-  void* p = nullptr;
-  try {
-    p = allocate(sizeof(ChunkHeader) + capacity);
-  } catch (const Error& e) {
-    if (e.code() != Errc::store_full || capacity == bytes) throw;
-    capacity = round_up(bytes, kRecordAlign);
-    p = allocate(sizeof(ChunkHeader) + capacity);
-  }
-  crash_point("chunk.allocated");
-  Root& root_now = root();  // allocate() may have remapped
-  ChunkHeader* last = resolve(root_now.last_chunk, sizeof(ChunkHeader));
-  ChunkHeader* c = init_chunk(p, capacity, 0, last != nullptr ? last->ordinal + 1 : 0);
-  if (last != nullptr) {
-    last->next = c;
-  } else {
-    root_now.first_chunk = c;
-  }
-  root_now.last_chunk = c;
-  ++root_now.chunks;
-  full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
 }
 
 // ---------------------------------------------------------------- index
@@ -432,7 +386,7 @@ void DataFile::mark_durable() noexcept {
   // keeps every intact record up to the first tear).
   RecordsEnd end;
   try {
-    end = records_end();
+    end = chunks().end();
   } catch (const Error&) {
     return;  // no trustworthy chunk to name: the old mark stays
   }

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "chunk_log.hpp"
 #include "format.hpp"
 #include "hash_index.hpp"
 #include "kvstore/error.hpp"
@@ -20,14 +21,6 @@
 #include "latest_index.hpp"
 
 namespace kvstore::detail {
-
-// How a replay of the records treats damage.
-enum class Replay {
-  strict,   // the chunk list in order; a damaged record ends its chunk (reported)
-  salvage,  // chunks found by their magic, damaged bytes skipped (an explicit repair)
-  to_tear,  // after a power cut: damage before the durable mark is reported, and
-            // the first damage after it ends history (chunks.cpp, scan_to_tear)
-};
 
 class DataFile {
  public:
@@ -118,25 +111,8 @@ class DataFile {
   void sync_tail();
 
   // --- history (any lock)
-  // Replays every record of every chunk in order, treating damage as `mode`
-  // says; damage is reported through `problem`. Returns false if the chunk
-  // list itself is broken, or (to_tear) history ended at a tear.
-  // Where the records end now: `chunks` chunks, the last holding `used`
-  // bytes of records (what a durable mark and a compaction's copy name).
-  struct RecordsEnd {
-    std::uint64_t chunks = 0;
-    std::uint64_t used = 0;
-  };
-  [[nodiscard]] RecordsEnd records_end() const;
-  // With `until`, a strict replay stops there: it then needs no lock, since
-  // records before the end never change (a compaction's copy, store_impl.cpp).
-  bool scan(const std::function<void(const RecordView&)>& fn,
-            const std::function<void(const std::string&)>& problem, Replay mode = Replay::strict,
-            const RecordsEnd* until = nullptr) const;
-  // The records appended after `from`, in order, up to `until` (any lock, as
-  // scan's) or to the end (write lock). Throws Error(corrupt) at a damaged one.
-  void scan_since(const RecordsEnd& from, const RecordsEnd* until,
-                  const std::function<void(const RecordView&)>& fn) const;
+  // The record chunks, as a view valid while this DataFile stays where it is.
+  [[nodiscard]] ChunkLog chunks() const noexcept { return {map_, root_offset_, path_}; }
   // What a replay found: each key's latest record, and what was wrong.
   struct History {
     LatestIndex latest;
@@ -209,30 +185,10 @@ class DataFile {
   // Allocates from the segment, growing the file until it fits.
   void* allocate(std::uint64_t bytes);
   void grow(std::uint64_t at_least);
-  // Replays every record into key -> latest record (see data_file.cpp).
+  // Replays every record into key -> latest record (recovery.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
                      std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until = nullptr) const;
-  // Replays one chunk's records. A damaged record ends the chunk, unless
-  // `salvage`: then the scan resumes at the next record that passes its
-  // checksum. Returns where it stopped (the chunk's `used` if at its end).
-  std::uint64_t scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                           const std::function<void(const std::string&)>& problem, bool salvage,
-                           std::uint64_t from = 0, std::uint64_t limit = UINT64_MAX) const;
-  // fn(chunk, from, limit) for the chunks up to the one `end` names, the
-  // last limited to end.used. Throws Error(corrupt) on a damaged link.
-  void walk_chunks(const RecordsEnd& end,
-                   const std::function<void(const ChunkHeader&, std::uint64_t, std::uint64_t)>& fn) const;
-  [[nodiscard]] const ChunkHeader* last_chunk_or_none() const;
-  bool scan_to_tear(const std::function<void(const RecordView&)>& fn,
-                    const std::function<void(const std::string&)>& problem) const;
-  [[nodiscard]] bool chunk_plausible(const ChunkHeader& c) const noexcept;
-  // The chunk appends go to, checked. Throws Error(corrupt).
-  [[nodiscard]] ChunkHeader* last_chunk() const;
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
-  // Calls fn for each chunk along the list until it returns false. Throws
-  // Error(corrupt) on a damaged link. (scan_to_tear walks it on its own: it
-  // tells damage before the durable mark from a tear after it.)
-  void scan_chunk_list(const std::function<bool(const ChunkHeader&)>& fn) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
   // What is wrong with what writes trust (see verify_for_writes), or "".
   [[nodiscard]] std::string problem_for_writes(bool last_chunk_at_end) const;
@@ -259,21 +215,9 @@ class DataFile {
   bool full_sync_ = false;
 };
 
-// Resolves a pointer read from the file, checked to lie wholly inside the
-// mapping and aligned. Throws Error(corrupt).
 template <class T>
 inline T* DataFile::resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const {
-  T* raw = p.get();
-  if (raw == nullptr) return nullptr;
-  const auto a = reinterpret_cast<std::uintptr_t>(raw);          // NOLINT
-  const auto b = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
-  const std::uint64_t size = map_.size();
-  if (a < b + kHeaderSize || a - b > size || bytes > size - (a - b) || a % alignof(T) != 0) {
-    throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex_offset(a - b) + ")",
-                a >= b ? a - b : kNoOffset);
-  }
-  return raw;
+  return resolve_in(map_, path_, p, bytes);
 }
-
 
 }  // namespace kvstore::detail

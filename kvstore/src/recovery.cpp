@@ -21,22 +21,23 @@ bool DataFile::damage_is_torn_tail() const {
   // torn, at the end of the chunk being appended to, which is the last one.
   // Anything else (damage in an earlier chunk, or an intact record after the
   // damage) is not a torn tail.
-  std::vector<const ChunkHeader*> chunks;
+  const ChunkLog log = chunks();
+  std::vector<const ChunkHeader*> found;
   try {
-    scan_chunk_list([&](const ChunkHeader& c) {
-      chunks.push_back(&c);
+    log.for_each([&](const ChunkHeader& c) {
+      found.push_back(&c);
       return true;
     });
   } catch (const Error&) {
     // The list ends at a damaged link: what precedes it is judged as usual.
   }
-  for (std::size_t n = 0; n < chunks.size(); ++n) {
+  for (std::size_t n = 0; n < found.size(); ++n) {
     bool damaged = false;
     bool intact_after_damage = false;
-    (void)scan_chunk(
-        *chunks[n], [&](const RecordView&) { intact_after_damage = intact_after_damage || damaged; },
+    (void)log.scan_chunk(
+        *found[n], [&](const RecordView&) { intact_after_damage = intact_after_damage || damaged; },
         [&](const std::string&) { damaged = true; }, true);
-    if (damaged && (n + 1 != chunks.size() || intact_after_damage)) return false;
+    if (damaged && (n + 1 != found.size() || intact_after_damage)) return false;
   }
   return true;
 }
@@ -48,17 +49,20 @@ LatestIndex DataFile::replay(const std::function<void(const std::string&)>& prob
   LatestIndex latest(std::min<std::uint64_t>(root().keys, map_.size() / 64) + 1024,
                      [this](std::uint64_t offset) { return record_at(offset); }, map_.size());
   BatchReplay batches;
-  scan(
-      [&](const RecordView& r) {
-        latest.mark_visited(r.offset);
-        if (record_bytes != nullptr) *record_bytes += r.size;
-        batches.feed(r, [&](const RecordView& c) { latest.note(key_hash(c.key, seed_), c); });
-      },
-      [&](const std::string& p) {
-        batches.damaged();
-        problem(p);
-      },
-      mode, until);
+  auto record = [&](const RecordView& r) {
+    latest.mark_visited(r.offset);
+    if (record_bytes != nullptr) *record_bytes += r.size;
+    batches.feed(r, [&](const RecordView& c) { latest.note(key_hash(c.key, seed_), c); });
+  };
+  auto damage = [&](const std::string& p) {
+    batches.damaged();
+    problem(p);
+  };
+  if (mode == Replay::to_tear) {
+    (void)chunks().scan_to_tear(record, damage, durable_mark(header()));
+  } else {
+    (void)chunks().scan(record, damage, mode, until);
+  }
   latest.finish();
   return latest;
 }
@@ -110,14 +114,14 @@ bool DataFile::repair_index() {
   // last one left root.last_chunk short of the end (the chunks after it are
   // empty): appends go to the real end again. The scan just followed the list.
   const ChunkHeader* tail = nullptr;
-  std::uint64_t chunks = 0;
-  scan_chunk_list([&](const ChunkHeader& c) {
+  std::uint64_t count = 0;
+  chunks().for_each([&](const ChunkHeader& c) {
     tail = &c;
-    ++chunks;
+    ++count;
     return true;
   });
   r.last_chunk = const_cast<ChunkHeader*>(tail);  // NOLINT: the mapping is ours to write
-  r.chunks = chunks;
+  r.chunks = count;
   r.keys = latest.live_keys();
   r.key_bytes = latest.live_key_bytes();
   r.value_bytes = latest.live_value_bytes();

@@ -87,11 +87,11 @@ class Store::Impl {
   // compact()'s catch-up: applies to `fresh` the records of `source` (the file
   // it copies) after `from`, up to `until` or the end. Returns their bytes.
   static std::uint64_t catch_up(const detail::DataFile& source, detail::DataFile& fresh,
-                                const detail::DataFile::RecordsEnd& from, const detail::DataFile::RecordsEnd* until,
+                                const detail::RecordsEnd& from, const detail::RecordsEnd* until,
                                 detail::BatchReplay& batches);
   // Catch-up rounds without the lock (compaction.cpp); `end` moves with them.
   // False if the file was replaced meanwhile.
-  bool catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::DataFile::RecordsEnd& end,
+  bool catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
                          std::uint64_t epoch, detail::BatchReplay& batches);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.

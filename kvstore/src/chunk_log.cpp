@@ -1,20 +1,23 @@
-// The record chunks (FORMAT.md "Chunks"): the chunk list and its checks, and
-// reading a chunk's records in order, or, for a salvage, wherever a record
-// proves itself by its checksum.
-#include "data_file.hpp"
+// The record chunks (chunk_log.hpp).
+#include "chunk_log.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
-#include "kvstore/error.hpp"
+#include "crash_point.hpp"
 
 namespace kvstore::detail {
+namespace {
 
-std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<void(const RecordView&)>& fn,
-                                   const std::function<void(const std::string&)>& problem, bool salvage,
+constexpr std::uint64_t kMinChunk = 16 * 1024;
+constexpr std::uint64_t kMaxChunk = 8 * 1024 * 1024;
+
+}  // namespace
+
+std::uint64_t ChunkLog::scan_chunk(const ChunkHeader& c, const RecordFn& fn, const ProblemFn& problem, bool salvage,
                                    std::uint64_t from, std::uint64_t limit) const {
-  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
-  const std::uint64_t data = at + sizeof(ChunkHeader);
+  const std::uint64_t data = offset_of(&c) + sizeof(ChunkHeader);
   const std::uint64_t used = std::min(c.used.load(std::memory_order_acquire), limit);
   // The record at `pos`, if it is whole and passes its checksum.
   auto intact_at = [&](std::uint64_t pos, RecordView& r) {
@@ -44,58 +47,44 @@ std::uint64_t DataFile::scan_chunk(const ChunkHeader& c, const std::function<voi
   return used;
 }
 
-ChunkHeader* DataFile::last_chunk() const {
+ChunkHeader* ChunkLog::last() const {
   // Appends write where this header says: a damaged length or capacity must
   // stop them before they write outside the chunk (found by the file fuzzer).
   ChunkHeader* c = resolve(root().last_chunk, sizeof(ChunkHeader));
-  if (c == nullptr || !chunk_plausible(*c) || c->used.load(std::memory_order_relaxed) % kRecordAlign != 0) {
+  if (c == nullptr || !plausible(*c) || c->used.load(std::memory_order_relaxed) % kRecordAlign != 0) {
     throw Error(Errc::corrupt, path_ + ": the last chunk is damaged; run kvtool check");
   }
   return c;
 }
 
-bool DataFile::chunk_plausible(const ChunkHeader& c) const noexcept {
-  const auto at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base());  // NOLINT
+bool ChunkLog::plausible(const ChunkHeader& c) const noexcept {
+  const std::uint64_t at = offset_of(&c);
   if (at + sizeof(ChunkHeader) > map_.size()) return false;
   const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
   return c.magic == kChunkMagic && c.capacity <= room && c.used.load(std::memory_order_acquire) <= c.capacity;
 }
 
-bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
-                    const std::function<void(const std::string&)>& problem, Replay mode,
-                    const RecordsEnd* until) const {
-  if (mode == Replay::to_tear) return scan_to_tear(fn, problem);
-  if (until != nullptr) {
-    // Up to `until` only: the list is not followed past that chunk, whose
-    // link a writer may be setting now, to a chunk this mapping may not reach.
-    try {
-      walk_chunks(*until, [&](const ChunkHeader& c, std::uint64_t from, std::uint64_t limit) {
-        (void)scan_chunk(c, fn, problem, false, from, limit);
-      });
-    } catch (const Error& e) {
-      problem(e.what());
-      return false;
-    }
-    return true;
-  }
+bool ChunkLog::scan(const RecordFn& fn, const ProblemFn& problem, Replay mode, const RecordsEnd* until) const {
   if (mode == Replay::salvage) {
-    // The chunk list cannot be trusted: find chunks by their magic, in the
-    // order of their ordinals (chunks are never freed, so none is stale).
-    std::vector<const ChunkHeader*> found;
-    for (std::uint64_t at = kHeaderSize; at + sizeof(ChunkHeader) <= map_.size(); at += 8) {
-      const auto* c = reinterpret_cast<const ChunkHeader*>(map_.base() + at);  // NOLINT
-      if (chunk_plausible(*c)) found.push_back(c);
-    }
-    std::stable_sort(found.begin(), found.end(),
-                     [](const ChunkHeader* a, const ChunkHeader* b) { return a->ordinal < b->ordinal; });
-    for (const ChunkHeader* c : found) scan_chunk(*c, fn, problem, true);
+    salvage(fn, problem);
     return true;
   }
   try {
-    scan_chunk_list([&](const ChunkHeader& c) {
-      (void)scan_chunk(c, fn, problem, false);
-      return true;
-    });
+    if (until != nullptr) {
+      // Up to `until` only: the list is not followed past that chunk, whose
+      // link a writer may be setting now, to a chunk this mapping may not reach.
+      if (until->chunks == 0) return true;
+      for_each([&](const ChunkHeader& c) {
+        const bool last = c.ordinal + 1 == until->chunks;
+        (void)scan_chunk(c, fn, problem, false, 0, last ? until->used : UINT64_MAX);
+        return !last;
+      });
+    } else {
+      for_each([&](const ChunkHeader& c) {
+        (void)scan_chunk(c, fn, problem, false);
+        return true;
+      });
+    }
   } catch (const Error& e) {
     problem(e.what());
     return false;
@@ -103,8 +92,20 @@ bool DataFile::scan(const std::function<void(const RecordView&)>& fn,
   return true;
 }
 
-bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
-                            const std::function<void(const std::string&)>& problem) const {
+void ChunkLog::salvage(const RecordFn& fn, const ProblemFn& problem) const {
+  // The chunk list cannot be trusted: find chunks by their magic, in the
+  // order of their ordinals (chunks are never freed, so none is stale).
+  std::vector<const ChunkHeader*> found;
+  for (std::uint64_t at = kHeaderSize; at + sizeof(ChunkHeader) <= map_.size(); at += 8) {
+    const auto* c = reinterpret_cast<const ChunkHeader*>(map_.base() + at);  // NOLINT
+    if (plausible(*c)) found.push_back(c);
+  }
+  std::stable_sort(found.begin(), found.end(),
+                   [](const ChunkHeader* a, const ChunkHeader* b) { return a->ordinal < b->ordinal; });
+  for (const ChunkHeader* c : found) (void)scan_chunk(*c, fn, problem, true);
+}
+
+bool ChunkLog::scan_to_tear(const RecordFn& fn, const ProblemFn& problem, const DurableMark& mark) const {
   // After a power cut pages written since the last sync may be lost, in any
   // order. Everything before the durable mark had reached the disk: damage
   // there is damage (reported; the caller refuses). The first damage after
@@ -112,7 +113,6 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
   // cut lost begin: history ends there, so the store that recovery makes is
   // the store as it was at one moment (a prefix of its history), never newer
   // writes over lost older ones.
-  const DurableMark mark = durable_mark(header());
   auto before_mark = [&](std::uint64_t ordinal, std::uint64_t pos) {
     return ordinal + 1 < mark.chunks || (ordinal + 1 == mark.chunks && pos < mark.used);
   };
@@ -131,7 +131,7 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
       whole = false;
     }
     if (whole && c == nullptr) break;  // the end of the list
-    if (!whole || !chunk_plausible(*c) || c->ordinal != ordinal) {
+    if (!whole || !plausible(*c) || c->ordinal != ordinal) {
       if (ordinal < mark.chunks) problem("chunk " + std::to_string(ordinal) + " before the durable mark is damaged");
       return false;
     }
@@ -148,8 +148,7 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
     if (ordinal + 1 < mark.chunks && used < c->capacity) {
       // A closed chunk ends where its next record did not fit: an intact
       // record right after `used` means the length was cut short.
-      const std::uint64_t at =
-          static_cast<std::uint64_t>(reinterpret_cast<const char*>(c + 1) - map_.base()) + used;  // NOLINT
+      const std::uint64_t at = offset_of(c + 1) + used;
       RecordView r{};
       if (view_record(map_.base(), map_.size(), at, r) == RecordFault::none && r.size <= c->capacity - used &&
           record_intact(r)) {
@@ -162,33 +161,18 @@ bool DataFile::scan_to_tear(const std::function<void(const RecordView&)>& fn,
   return true;
 }
 
-DataFile::RecordsEnd DataFile::records_end() const {
-  const ChunkHeader* c = last_chunk_or_none();
-  if (c == nullptr) return {};
+RecordsEnd ChunkLog::end() const {
+  if (root().last_chunk == nullptr) return {};
+  const ChunkHeader* c = last();
   return {c->ordinal + 1, c->used.load(std::memory_order_acquire)};
 }
 
-const ChunkHeader* DataFile::last_chunk_or_none() const {
-  return root().last_chunk == nullptr ? nullptr : last_chunk();
-}
-
-void DataFile::walk_chunks(const RecordsEnd& end,
-                           const std::function<void(const ChunkHeader&, std::uint64_t, std::uint64_t)>& fn) const {
-  if (end.chunks == 0) return;
-  scan_chunk_list([&](const ChunkHeader& c) {
-    const bool last = c.ordinal + 1 == end.chunks;
-    fn(c, 0, last ? end.used : UINT64_MAX);
-    return !last;  // the link after `end` is not followed: a writer may be setting it
-  });
-}
-
-void DataFile::scan_since(const RecordsEnd& from, const RecordsEnd* until,
-                          const std::function<void(const RecordView&)>& fn) const {
+void ChunkLog::scan_since(const RecordsEnd& from, const RecordsEnd* until, const RecordFn& fn) const {
   auto damaged = [&](const std::string& p) { throw Error(Errc::corrupt, path_ + ": " + p); };
   if (until != nullptr && until->chunks == 0) return;
   // The chunk `from` names holds new records past from.used; the ones after it are new.
   const std::uint64_t first = from.chunks == 0 ? 0 : from.chunks - 1;
-  scan_chunk_list([&](const ChunkHeader& c) {
+  for_each([&](const ChunkHeader& c) {
     const bool last = until != nullptr && c.ordinal + 1 == until->chunks;
     if (c.ordinal >= first) {
       (void)scan_chunk(c, fn, damaged, false, c.ordinal + 1 == from.chunks ? from.used : 0,
@@ -198,17 +182,71 @@ void DataFile::scan_since(const RecordsEnd& from, const RecordsEnd* until,
   });
 }
 
-std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
-
-void DataFile::scan_chunk_list(const std::function<bool(const ChunkHeader&)>& fn) const {
+void ChunkLog::for_each(const std::function<bool(const ChunkHeader&)>& fn) const {
   const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
   for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
-    if (!chunk_plausible(*c) || c->ordinal != ordinal) {
+    if (!plausible(*c) || c->ordinal != ordinal) {
       throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
     }
     if (!fn(*c)) return;
     c = resolve(c->next, sizeof(ChunkHeader));
   }
+}
+
+bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {
+  if (root().last_chunk != nullptr) {
+    const ChunkHeader* c = last();
+    if (c->capacity - c->used.load(std::memory_order_relaxed) >= bytes) return false;
+  }
+  // A chunk an eighth of the records so far, within bounds: few chunks for a
+  // large store, little unused room for a small one.
+  std::uint64_t capacity = std::clamp<std::uint64_t>(root().record_bytes / 8, kMinChunk, kMaxChunk);
+  capacity = std::max(capacity, round_up(bytes, kRecordAlign));
+  void* p = nullptr;
+  try {
+    p = allocate(sizeof(ChunkHeader) + capacity);
+  } catch (const Error& e) {
+    if (e.code() != Errc::store_full || capacity == bytes) throw;
+    capacity = round_up(bytes, kRecordAlign);
+    p = allocate(sizeof(ChunkHeader) + capacity);
+  }
+  crash_point("chunk.allocated");
+  Root& r = root();  // allocate() may have moved the mapping
+  ChunkHeader* prev = resolve(r.last_chunk, sizeof(ChunkHeader));
+  ChunkHeader* c = init_chunk(p, capacity, 0, prev != nullptr ? prev->ordinal + 1 : 0);
+  if (prev != nullptr) {
+    prev->next = c;
+  } else {
+    r.first_chunk = c;
+  }
+  r.last_chunk = c;
+  ++r.chunks;
+  return true;
+}
+
+ChunkLog::Appended ChunkLog::append(std::string_view key, std::string_view value, RecordType type,
+                                    std::uint8_t flags) {
+  ChunkHeader* c = last();
+  const std::uint64_t size = record_size(key.size(), value.size());
+  const std::uint64_t used = c->used.load(std::memory_order_relaxed);
+  char* p = reinterpret_cast<char*>(c + 1) + used;  // NOLINT: reserve() made room
+  RecordHeader h{};
+  h.type = static_cast<std::uint8_t>(type);
+  h.flags = flags;
+  h.key_size = static_cast<std::uint32_t>(key.size());
+  h.value_size = static_cast<std::uint32_t>(value.size());
+  h.crc = record_crc(h, key, value);
+  std::memcpy(p, &h, sizeof h);
+  crash_point("append.partial");
+  if (!key.empty()) std::memcpy(p + sizeof h, key.data(), key.size());
+  if (!value.empty()) std::memcpy(p + sizeof h + key.size(), value.data(), value.size());
+  const std::uint64_t pad = size - sizeof h - key.size() - value.size();
+  if (pad != 0) std::memset(p + sizeof h + key.size() + value.size(), 0, pad);
+  // The record counts (for recovery) only once it is complete.
+  c->used.store(used + size, std::memory_order_release);
+  crash_point("append.done");
+  root().record_bytes += size;
+  return {offset_of(p), offset_of(c)};
 }
 
 }  // namespace kvstore::detail
