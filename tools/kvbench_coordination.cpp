@@ -192,6 +192,174 @@ class TkSet final : public tkrzw::DBM::RecordProcessor {
   std::string_view ProcessEmpty(std::string_view) override { return value; }
 };
 
+// Balances a store must hold, and the last transfer logged under each account.
+struct TransferModel {
+  std::vector<std::int64_t> balance = std::vector<std::int64_t>(kPool, kOpening);
+  std::vector<std::size_t> last = std::vector<std::size_t>(kPool, SIZE_MAX);
+  void apply(std::size_t i, std::uint32_t a, std::uint32_t b, std::int64_t amt) {
+    balance[a] -= amt, balance[b] += amt;
+    last[a] = last[b] = i;
+  }
+};
+
+// The transfer workload's stores, each funded alike, its picks and a model per store.
+class Transfer {
+ public:
+  Transfer(const fs::path& dir, std::size_t ops, std::size_t value_size, std::uint64_t seed)
+      : value_size_(value_size), from_(random_picks(ops, seed + 2)), to_(random_picks(ops, seed + 3)),
+        kv_(open_kv(dir / "coord-transfer.kv")), kva_(open_kv(dir / "coord-transfer-apply.kv")),
+        lm_(dir / "coord-transfer.mdb", kCoordMap) {
+    for (std::size_t i = 0; i < ops; ++i) {
+      if (to_[i] == from_[i]) to_[i] = static_cast<std::uint32_t>((to_[i] + 1) % kPool);
+    }
+    open_tkrzw(tk_, dir / "coord-transfer.tkh");
+    const std::string opening = std::to_string(kOpening);
+    MDB_txn* t = lm_.begin();
+    for (const auto& a : accounts_) {
+      kv_.put(a, opening);
+      kva_.put(a, opening);
+      lm_.put(t, a, opening);
+      if (tk_.Set(a, opening) != tkrzw::Status::SUCCESS) die("tkrzw set");
+    }
+    LmdbFile::commit(t);
+  }
+
+  std::vector<Contender> contenders();
+  // Every balance and log record of every store against its model; money is
+  // conserved; and a transaction whose callback throws writes nothing.
+  void verify();
+
+ private:
+  static std::int64_t amount(std::size_t i) { return static_cast<std::int64_t>(1 + i % 100); }
+  [[nodiscard]] std::string log_value(std::size_t i) const {
+    std::string v = "transfer " + std::to_string(i);
+    v.resize(std::max(value_size_, v.size()), '.');
+    return v;
+  }
+  void kvstore_transact(std::size_t i);
+  void lmdb_transfer(std::size_t i);
+  void check(const char* who, const TransferModel& m,
+             const std::function<std::optional<std::string>(const std::string&)>& get) const;
+
+  std::size_t value_size_;
+  std::vector<std::string> accounts_ = pool_keys("acct:");
+  std::vector<std::string> logs_ = pool_keys("log:");
+  std::vector<std::uint32_t> from_;
+  std::vector<std::uint32_t> to_;
+  kvstore::Store kv_;
+  kvstore::Store kva_;
+  LmdbFile lm_;
+  tkrzw::HashDBM tk_;
+  TransferModel m_kv_, m_kva_, m_lm_, m_tk_;
+  TkAdd debit_, credit_;
+  TkSet log_a_, log_b_;
+};
+
+void Transfer::kvstore_transact(std::size_t i) {
+  const auto a = from_[i], b = to_[i];
+  const auto amt = amount(i);
+  const std::string log = log_value(i);
+  kv_.transact([&](kvstore::Transaction& tx) {
+    const auto x = tx.get(accounts_[a]), y = tx.get(accounts_[b]);
+    if (!x || !y || parse_i64(*x) != m_kv_.balance[a] || parse_i64(*y) != m_kv_.balance[b]) {
+      die("kvstore transact read a wrong balance");
+    }
+    tx.put(accounts_[a], std::to_string(parse_i64(*x) - amt));
+    tx.put(accounts_[b], std::to_string(parse_i64(*y) + amt));
+    tx.put(logs_[a], log);
+    tx.put(logs_[b], log);
+  });
+  m_kv_.apply(i, a, b, amt);
+}
+
+void Transfer::lmdb_transfer(std::size_t i) {
+  const auto a = from_[i], b = to_[i];
+  const auto amt = amount(i);
+  const std::string log = log_value(i);
+  MDB_txn* t = lm_.begin();
+  const auto x = lm_.get(t, accounts_[a]), y = lm_.get(t, accounts_[b]);
+  if (!x || !y || parse_i64(*x) != m_lm_.balance[a] || parse_i64(*y) != m_lm_.balance[b]) {
+    die("lmdb read a wrong balance");
+  }
+  const std::int64_t nx = parse_i64(*x) - amt, ny = parse_i64(*y) + amt;
+  lm_.put(t, accounts_[a], std::to_string(nx));
+  lm_.put(t, accounts_[b], std::to_string(ny));
+  lm_.put(t, logs_[a], log);
+  lm_.put(t, logs_[b], log);
+  LmdbFile::commit(t);
+  m_lm_.apply(i, a, b, amt);
+}
+
+std::vector<Contender> Transfer::contenders() {
+  return {
+      {"kvstore transact", [this](std::size_t i) { kvstore_transact(i); }},
+      {"kvstore apply (same 4 writes, no reads)",
+       [this](std::size_t i) {
+         const auto a = from_[i], b = to_[i];
+         const auto amt = amount(i);
+         const std::string log = log_value(i);
+         kva_.apply({{accounts_[a], std::to_string(m_kva_.balance[a] - amt), false},
+                     {accounts_[b], std::to_string(m_kva_.balance[b] + amt), false},
+                     {logs_[a], log, false},
+                     {logs_[b], log, false}});
+         m_kva_.apply(i, a, b, amt);
+       }},
+      {"lmdb write txn", [this](std::size_t i) { lmdb_transfer(i); }},
+      {"tkrzw ProcessMulti",
+       [this](std::size_t i) {
+         const auto a = from_[i], b = to_[i];
+         const auto amt = amount(i);
+         const std::string log = log_value(i);  // viewed by the processors until ProcessMulti returns
+         debit_.delta = -amt, credit_.delta = amt;
+         log_a_.value = log, log_b_.value = log;
+         const std::vector<std::pair<std::string_view, tkrzw::DBM::RecordProcessor*>> procs{
+             {accounts_[a], &debit_}, {accounts_[b], &credit_}, {logs_[a], &log_a_}, {logs_[b], &log_b_}};
+         if (tk_.ProcessMulti(procs, true) != tkrzw::Status::SUCCESS) die("tkrzw ProcessMulti failed");
+         if (debit_.seen != m_tk_.balance[a] || credit_.seen != m_tk_.balance[b]) die("tkrzw read a wrong balance");
+         m_tk_.apply(i, a, b, amt);
+       }},
+  };
+}
+
+void Transfer::check(const char* who, const TransferModel& m,
+                     const std::function<std::optional<std::string>(const std::string&)>& get) const {
+  std::int64_t total = 0;
+  for (std::size_t k = 0; k < kPool; ++k) {
+    const auto v = get(accounts_[k]);
+    if (!v || parse_i64(*v) != m.balance[k]) die(std::string(who) + ": wrong balance after the transfers");
+    total += m.balance[k];
+    const auto l = get(logs_[k]);
+    if (m.last[k] == SIZE_MAX ? l.has_value() : l != log_value(m.last[k])) die(std::string(who) + ": wrong log record");
+  }
+  if (total != kOpening * static_cast<std::int64_t>(kPool)) die(std::string(who) + ": money was not conserved");
+}
+
+void Transfer::verify() {
+  MDB_txn* rt = lm_.begin(MDB_RDONLY);
+  check("kvstore transact", m_kv_, [&](const std::string& k) { return kv_.get(k); });
+  check("kvstore apply", m_kva_, [&](const std::string& k) { return kva_.get(k); });
+  check("lmdb", m_lm_, [&](const std::string& k) -> std::optional<std::string> {
+    const auto v = lm_.get(rt, k);
+    return v ? std::optional<std::string>(*v) : std::nullopt;
+  });
+  check("tkrzw", m_tk_, [&](const std::string& k) -> std::optional<std::string> {
+    std::string v;
+    return tk_.Get(k, &v) == tkrzw::Status::SUCCESS ? std::optional<std::string>(v) : std::nullopt;
+  });
+  mdb_txn_abort(rt);
+  const auto before = kv_.change_count();
+  try {
+    kv_.transact([&](kvstore::Transaction& tx) {
+      tx.put(accounts_[0], "0");
+      throw std::runtime_error("abandon");
+    });
+  } catch (const std::runtime_error&) {
+  }
+  if (kv_.change_count() != before || kv_.get(accounts_[0]) != std::to_string(m_kv_.balance[0])) {
+    die("an abandoned transact wrote");
+  }
+}
+
 // 3. A transfer between two of kPool accounts: read both balances, write both,
 // and put a log record under each account (4 keys, one atomic change).
 // kvstore transact; kvstore apply of the same 4 writes without the reads (the
@@ -201,143 +369,10 @@ class TkSet final : public tkrzw::DBM::RecordProcessor {
 // halfway can keep half of it and it is one process only).
 void bench_transfer(const fs::path& dir, std::size_t ops, std::size_t value_size, std::uint64_t seed,
                     nlohmann::ordered_json& out) {
-  const auto accounts = pool_keys("acct:");
-  const auto logs = pool_keys("log:");
-  const auto from = random_picks(ops, seed + 2);
-  auto to = random_picks(ops, seed + 3);
-  for (std::size_t i = 0; i < ops; ++i) {
-    if (to[i] == from[i]) to[i] = static_cast<std::uint32_t>((to[i] + 1) % kPool);
-  }
-  auto amount = [](std::size_t i) { return static_cast<std::int64_t>(1 + i % 100); };
-  auto log_value = [value_size](std::size_t i) {
-    std::string v = "transfer " + std::to_string(i);
-    v.resize(std::max(value_size, v.size()), '.');
-    return v;
-  };
-  kvstore::Store kv = open_kv(dir / "coord-transfer.kv");
-  kvstore::Store kva = open_kv(dir / "coord-transfer-apply.kv");
-  LmdbFile lm(dir / "coord-transfer.mdb", kCoordMap);
-  tkrzw::HashDBM tk;
-  open_tkrzw(tk, dir / "coord-transfer.tkh");
-  {
-    const std::string opening = std::to_string(kOpening);
-    MDB_txn* t = lm.begin();
-    for (const auto& a : accounts) {
-      kv.put(a, opening);
-      kva.put(a, opening);
-      lm.put(t, a, opening);
-      if (tk.Set(a, opening) != tkrzw::Status::SUCCESS) die("tkrzw set");
-    }
-    LmdbFile::commit(t);
-  }
-  // Balances each store must hold, and the last transfer logged under each account.
-  struct Model {
-    std::vector<std::int64_t> balance = std::vector<std::int64_t>(kPool, kOpening);
-    std::vector<std::size_t> last = std::vector<std::size_t>(kPool, SIZE_MAX);
-    void apply(std::size_t i, std::uint32_t a, std::uint32_t b, std::int64_t amt) {
-      balance[a] -= amt, balance[b] += amt;
-      last[a] = last[b] = i;
-    }
-  };
-  Model m_kv, m_kva, m_lm, m_tk;
-  TkAdd debit, credit;
-  TkSet log_a, log_b;
-  const std::vector<Contender> cs{
-      {"kvstore transact",
-       [&](std::size_t i) {
-         const auto a = from[i], b = to[i];
-         const auto amt = amount(i);
-         const std::string log = log_value(i);
-         kv.transact([&](kvstore::Transaction& tx) {
-           const auto x = tx.get(accounts[a]), y = tx.get(accounts[b]);
-           if (!x || !y || parse_i64(*x) != m_kv.balance[a] || parse_i64(*y) != m_kv.balance[b]) {
-             die("kvstore transact read a wrong balance");
-           }
-           tx.put(accounts[a], std::to_string(parse_i64(*x) - amt));
-           tx.put(accounts[b], std::to_string(parse_i64(*y) + amt));
-           tx.put(logs[a], log);
-           tx.put(logs[b], log);
-         });
-         m_kv.apply(i, a, b, amt);
-       }},
-      {"kvstore apply (same 4 writes, no reads)",
-       [&](std::size_t i) {
-         const auto a = from[i], b = to[i];
-         const auto amt = amount(i);
-         const std::string log = log_value(i);
-         kva.apply({{accounts[a], std::to_string(m_kva.balance[a] - amt), false},
-                    {accounts[b], std::to_string(m_kva.balance[b] + amt), false},
-                    {logs[a], log, false},
-                    {logs[b], log, false}});
-         m_kva.apply(i, a, b, amt);
-       }},
-      {"lmdb write txn",
-       [&](std::size_t i) {
-         const auto a = from[i], b = to[i];
-         const auto amt = amount(i);
-         const std::string log = log_value(i);
-         MDB_txn* t = lm.begin();
-         const auto x = lm.get(t, accounts[a]), y = lm.get(t, accounts[b]);
-         if (!x || !y || parse_i64(*x) != m_lm.balance[a] || parse_i64(*y) != m_lm.balance[b]) {
-           die("lmdb read a wrong balance");
-         }
-         const std::int64_t nx = parse_i64(*x) - amt, ny = parse_i64(*y) + amt;
-         lm.put(t, accounts[a], std::to_string(nx));
-         lm.put(t, accounts[b], std::to_string(ny));
-         lm.put(t, logs[a], log);
-         lm.put(t, logs[b], log);
-         LmdbFile::commit(t);
-         m_lm.apply(i, a, b, amt);
-       }},
-      {"tkrzw ProcessMulti",
-       [&](std::size_t i) {
-         const auto a = from[i], b = to[i];
-         const auto amt = amount(i);
-         const std::string log = log_value(i);
-         debit.delta = -amt, credit.delta = amt;
-         log_a.value = log, log_b.value = log;
-         const std::vector<std::pair<std::string_view, tkrzw::DBM::RecordProcessor*>> procs{
-             {accounts[a], &debit}, {accounts[b], &credit}, {logs[a], &log_a}, {logs[b], &log_b}};
-         if (tk.ProcessMulti(procs, true) != tkrzw::Status::SUCCESS) die("tkrzw ProcessMulti failed");
-         if (debit.seen != m_tk.balance[a] || credit.seen != m_tk.balance[b]) die("tkrzw read a wrong balance");
-         m_tk.apply(i, a, b, amt);
-       }},
-  };
+  Transfer t(dir, ops, value_size, seed);
+  const std::vector<Contender> cs = t.contenders();
   const auto ns = interleave(cs, ops);
-  // Every balance and log record of every store against its model; money is conserved.
-  MDB_txn* rt = lm.begin(MDB_RDONLY);
-  auto check = [&](const char* who, const Model& m, const std::function<std::optional<std::string>(const std::string&)>& get) {
-    std::int64_t total = 0;
-    for (std::size_t k = 0; k < kPool; ++k) {
-      const auto v = get(accounts[k]);
-      if (!v || parse_i64(*v) != m.balance[k]) die(std::string(who) + ": wrong balance after the transfers");
-      total += m.balance[k];
-      const auto l = get(logs[k]);
-      if (m.last[k] == SIZE_MAX ? l.has_value() : l != log_value(m.last[k])) die(std::string(who) + ": wrong log record");
-    }
-    if (total != kOpening * static_cast<std::int64_t>(kPool)) die(std::string(who) + ": money was not conserved");
-  };
-  check("kvstore transact", m_kv, [&](const std::string& k) { return kv.get(k); });
-  check("kvstore apply", m_kva, [&](const std::string& k) { return kva.get(k); });
-  check("lmdb", m_lm, [&](const std::string& k) -> std::optional<std::string> {
-    const auto v = lm.get(rt, k);
-    return v ? std::optional<std::string>(*v) : std::nullopt;
-  });
-  check("tkrzw", m_tk, [&](const std::string& k) -> std::optional<std::string> {
-    std::string v;
-    return tk.Get(k, &v) == tkrzw::Status::SUCCESS ? std::optional<std::string>(v) : std::nullopt;
-  });
-  mdb_txn_abort(rt);
-  // A transaction whose callback throws writes nothing.
-  const auto before = kv.change_count();
-  try {
-    kv.transact([&](kvstore::Transaction& tx) {
-      tx.put(accounts[0], "0");
-      throw std::runtime_error("abandon");
-    });
-  } catch (const std::runtime_error&) {
-  }
-  if (kv.change_count() != before || kv.get(accounts[0]) != std::to_string(m_kv.balance[0])) die("an abandoned transact wrote");
+  t.verify();
   report("transfer: 4-key transaction, read 2 balances + write 2 + 2 log puts (" + std::to_string(ops) + " ops, " +
              std::to_string(kPool) + " accounts, balances and logs verified)",
          cs, ns, {{"transact/apply", 0, 1}, {"vs lmdb", 0, 2}, {"vs tkrzw", 0, 3}}, out);

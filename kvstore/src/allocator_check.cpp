@@ -104,34 +104,18 @@ class Reader {
 
 std::string at(std::uint64_t offset) { return hex_offset(offset); }
 
-// The free tree against the free blocks the walk found (sorted by offset).
-std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& free_blocks) {
-  const std::uint64_t seg = kHeaderSize;
-  const std::uint64_t header = seg + kTreeHeaderAt;
-  const std::uint64_t count = r.u64(seg + kTreeCountAt);
-  if (count != free_blocks.size()) {
-    return "allocator: free tree counts " + std::to_string(count) + " blocks, the segment has " +
-           std::to_string(free_blocks.size()) + " free";
-  }
-  auto is_free_node = [&](const Link& l) {
-    return !l.null && l.target >= kNodeAt &&
-           std::binary_search(free_blocks.begin(), free_blocks.end(), l.target - kNodeAt);
-  };
-  const Link root = r.link(header + kParentAt, true);
-  const Link leftmost = r.link(header + kLeftAt, false);
-  const Link rightmost = r.link(header + kRightAt, false);
-  if (root.black) return "allocator: free tree header has the wrong colour";
-  if (free_blocks.empty()) {
-    if (!root.null || leftmost.null || leftmost.target != header || rightmost.null || rightmost.target != header) {
-      return "allocator: free tree is not empty, but no block is free";
-    }
-    return {};
-  }
-  if (!is_free_node(root)) return "allocator: free tree root is not a free block";
+// Whether `l` links to the tree node of one of the free blocks (sorted by offset).
+bool is_free_node(const Link& l, const std::vector<std::uint64_t>& free_blocks) {
+  return !l.null && l.target >= kNodeAt &&
+         std::binary_search(free_blocks.begin(), free_blocks.end(), l.target - kNodeAt);
+}
 
-  // Depth first, every node checked against its parent: the links agree, the
-  // sizes keep the order the tree searches by, and the red-black rules hold
-  // (Boost's rebalancing relies on them to find the nodes it rotates).
+// Depth first from the root, every node checked against its parent: the
+// links agree, the sizes keep the order the tree searches by, and the
+// red-black rules hold (Boost's rebalancing relies on them to find the nodes
+// it rotates). Every free block must be reached.
+std::string walk_free_tree(const Reader& r, std::uint64_t header, std::uint64_t root,
+                           const std::vector<std::uint64_t>& free_blocks) {
   struct Visit {
     std::uint64_t node;
     std::uint64_t parent;
@@ -140,7 +124,7 @@ std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& f
     std::uint64_t blacks_above;
     bool parent_red;
   };
-  std::vector<Visit> stack{{root.target, header, 0, std::numeric_limits<std::uint64_t>::max(), 0, false}};
+  std::vector<Visit> stack{{root, header, 0, std::numeric_limits<std::uint64_t>::max(), 0, false}};
   std::uint64_t visited = 0;
   std::uint64_t black_height = 0;
   bool black_height_known = false;
@@ -174,7 +158,7 @@ std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& f
         }
         continue;
       }
-      if (!is_free_node(child)) {
+      if (!is_free_node(child, free_blocks)) {
         return "allocator: free block at " + at(v.node - kNodeAt) + " links to " + at(child.target) +
                ", which is not a free block";
       }
@@ -184,6 +168,30 @@ std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& f
   if (visited != free_blocks.size()) {
     return "allocator: " + std::to_string(free_blocks.size() - visited) + " free blocks are missing from the free tree";
   }
+  return {};
+}
+
+// The free tree against the free blocks the walk found (sorted by offset).
+std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& free_blocks) {
+  const std::uint64_t seg = kHeaderSize;
+  const std::uint64_t header = seg + kTreeHeaderAt;
+  const std::uint64_t count = r.u64(seg + kTreeCountAt);
+  if (count != free_blocks.size()) {
+    return "allocator: free tree counts " + std::to_string(count) + " blocks, the segment has " +
+           std::to_string(free_blocks.size()) + " free";
+  }
+  const Link root = r.link(header + kParentAt, true);
+  const Link leftmost = r.link(header + kLeftAt, false);
+  const Link rightmost = r.link(header + kRightAt, false);
+  if (root.black) return "allocator: free tree header has the wrong colour";
+  if (free_blocks.empty()) {
+    if (!root.null || leftmost.null || leftmost.target != header || rightmost.null || rightmost.target != header) {
+      return "allocator: free tree is not empty, but no block is free";
+    }
+    return {};
+  }
+  if (!is_free_node(root, free_blocks)) return "allocator: free tree root is not a free block";
+  if (std::string problem = walk_free_tree(r, header, root.target, free_blocks); !problem.empty()) return problem;
   // The ends the tree keeps for quick access.
   auto extreme = [&](std::uint64_t side) {
     std::uint64_t n = root.target;
