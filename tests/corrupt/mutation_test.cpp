@@ -19,19 +19,14 @@
 #include "../support/temp_dir.hpp"
 #include "crc32c.hpp"
 #include "format.hpp"
+#include "../support/files.hpp"
 
 namespace {
 
+using kvstore::test::read_file;
+using kvstore::test::write_file;
+
 enum Verdict { kFine = 0, kWrongAnswer = 10, kRepairLost = 11 };
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 // Everything a user might do with the file; exits with a Verdict.
 int exercise(const std::string& path, const std::map<std::string, std::string>& pairs) {

@@ -16,21 +16,16 @@
 
 #include "../support/temp_dir.hpp"
 #include "format.hpp"
+#include "../support/files.hpp"
 
 namespace {
+
+using kvstore::test::read_file;
+using kvstore::test::write_file;
 
 using kvstore::detail::FileHeader;
 
 constexpr int kKeys = 3000;
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::uint64_t u64(const std::string& f, std::uint64_t at) {
   std::uint64_t v = 0;

@@ -19,8 +19,11 @@
 #include "../support/temp_dir.hpp"
 #include "crc32c.hpp"
 #include "format.hpp"
+#include "../support/files.hpp"
 
 namespace {
+
+using kvstore::test::read_file;
 
 using kvstore::test::TempDir;
 
@@ -74,12 +77,8 @@ kvstore_options tiny() {
   return o;
 }
 
-std::string read_file(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-void write_file(const std::string& p, const std::string& bytes) {
+// A store file replaced by `bytes`, its lock file gone with it.
+void replace_store_file(const std::string& p, const std::string& bytes) {
   std::ofstream(p, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   std::filesystem::remove(p + ".lock");
 }
@@ -216,14 +215,14 @@ TEST(CApi, OpenErrors) {
   o = tiny();
   o.sync = 7;
   EXPECT_EQ(open_code(d.file("s.kv"), &o), KVSTORE_INVALID_ARGUMENT);
-  write_file(d.file("text.kv"), std::string(8192, 'x'));
+  replace_store_file(d.file("text.kv"), std::string(8192, 'x'));
   EXPECT_EQ(open_code(d.file("text.kv")), KVSTORE_NOT_A_STORE);
   const kvstore_options t = tiny();
   { Db db(d.file("good.kv"), &t); EXPECT_EQ(put(db, "k", "v"), KVSTORE_OK); }
   const std::string good = read_file(d.file("good.kv"));
   std::string bad = good;
   bad[50] = static_cast<char>(bad[50] ^ 1);  // the header checksum
-  write_file(d.file("corrupt.kv"), bad);
+  replace_store_file(d.file("corrupt.kv"), bad);
   EXPECT_EQ(open_code(d.file("corrupt.kv")), KVSTORE_CORRUPT);
   // Another format version with a correct checksum.
   bad = good;
@@ -231,7 +230,7 @@ TEST(CApi, OpenErrors) {
   std::memcpy(bad.data() + 8, &version, 4);
   const std::uint32_t crc = kvstore::detail::crc32c(0, bad.data(), kvstore::detail::kHeaderCrcBytes);
   std::memcpy(bad.data() + kvstore::detail::kHeaderCrcBytes, &crc, 4);
-  write_file(d.file("version.kv"), bad);
+  replace_store_file(d.file("version.kv"), bad);
   EXPECT_EQ(open_code(d.file("version.kv")), KVSTORE_VERSION_MISMATCH);
 }
 
