@@ -1,40 +1,26 @@
 // Files that are not stores, or damaged ones: every open refuses them with a
 // clear error, and check() finds the damage it can.
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <map>
-#include <fstream>
 #include <kvstore/store.hpp>
 #include <random>
-#include <set>
-#include <stdexcept>
-#include <vector>
 #include <string>
 
 #include "../support/errors.hpp"
-#include "../support/temp_dir.hpp"
 #include "../support/files.hpp"
+#include "../support/temp_dir.hpp"
 
 using kvstore::Errc;
 using kvstore::Error;
 using kvstore::Options;
 using kvstore::Store;
 using kvstore::test::code_of;
+using kvstore::test::read_file;
 using kvstore::test::TempDir;
 using kvstore::test::tiny;
-
-namespace {
-
-using kvstore::test::read_file;
 using kvstore::test::write_file;
-
-}  // namespace
 
 TEST(BadFile, EmptyFile) {
   TempDir d;

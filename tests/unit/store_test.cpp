@@ -29,12 +29,7 @@ using kvstore::test::code_of;
 using kvstore::test::TempDir;
 using kvstore::test::tiny;
 
-namespace {
-
-using kvstore::test::read_file;
 using kvstore::test::write_file;
-
-}  // namespace
 
 TEST(Store, PutGetEraseContainsSize) {
   TempDir d;
