@@ -42,9 +42,17 @@
 // reports busy ("needs recovery by a writer") instead of waiting forever.
 // Without any lock file (none exists and none can be created) there is
 // nothing to read: Access::none, see Store::Impl for what then guards a read.
+//
+// The implementation, one concept a file: lock.cpp (attach, the first
+// attacher's rebuild, detach), lock_writer_queue.cpp (the writer mutex, its
+// ticket queue, taking and releasing the write lock), lock_reader_slots.cpp
+// (claiming a slot, waiting for slots to drain), lock_change.cpp (change
+// notification), lock_read_only.cpp (slot-less access and the seqlock), on
+// lock_ofd (the OFD byte locks) and lock_futex.hpp (waiting on a shared word).
 #pragma once
 
 #include <pthread.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -196,16 +204,27 @@ class LockFile {
   [[nodiscard]] std::uint32_t attached() const noexcept;
 
  private:
+  // --- attach (lock.cpp)
+  // Checks the file's size and notes its identity; a first attacher truncates
+  // a file of the wrong size to the right one. Returns whether the first
+  // attacher may rebuild the file in place (it had the right size).
+  bool size_for_attach();
+  // The first attacher's fresh start: zeroes the state (unless the file was
+  // just truncated), sets up the robust mutex, and writes the magic last.
+  void rebuild(bool in_place);
+  // Whether the mapped file is one this build can share (magic, version, slot count).
+  [[nodiscard]] static bool compatible(const LockShared& shared) noexcept;
+  [[noreturn]] void throw_incompatible() const;  // Error(version_mismatch)
+  // The (device, inode) of the file `st` describes.
+  [[nodiscard]] static std::pair<std::uint64_t, std::uint64_t> identity_of(const struct stat& st) noexcept;
+
+  // --- the write lock (lock_writer_queue.cpp)
   WriteResult lock_mutex();
   // Waits until `ticket` may take the mutex. Returns true if it took the
   // mutex itself, jumping a stalled queue (result in `r`).
   bool wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::time_point deadline, WriteResult& r);
   void serve_from(std::uint32_t ticket) noexcept;
   [[noreturn]] void throw_busy() const;
-  // With the mutex held: announce the writer and wait until no reader is inside.
-  void exclude_readers();
-  void wait_for_readers();
-  [[nodiscard]] bool slot_owner_alive(std::uint32_t i) const noexcept;
   // The holder of the writer mutex marks its tenure in write_seq.
   void seq_enter() noexcept {
     const std::uint64_t s = shared_->write_seq.load(std::memory_order_relaxed);
@@ -217,6 +236,19 @@ class LockFile {
   void seq_exit() noexcept {
     shared_->write_seq.store(shared_->write_seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
   }
+  // --- reader slots (lock_reader_slots.cpp)
+  // Takes the first free reader slot (its OFD byte) and clears what a dead
+  // previous owner left in it. Throws Error(busy) when all are taken.
+  void claim_slot();
+  // With the mutex held: announce the writer and wait until no reader is inside.
+  void exclude_readers();
+  void wait_for_readers();
+  [[nodiscard]] bool slot_owner_alive(std::uint32_t i) const noexcept;
+  // --- change notification (lock_change.cpp)
+  // Slot-less handles' wait_for_change: committers cannot know of them, so poll.
+  [[nodiscard]] std::uint64_t poll_for_change(std::uint64_t seen,
+                                              std::chrono::steady_clock::time_point deadline) const noexcept;
+  // --- slot-less access (lock_read_only.cpp)
   // Read-only access: sets up Access::read_only or Access::none.
   void open_read_only(std::chrono::steady_clock::time_point deadline);
   // Whether a handle is attaching or detaching right now (holds the attach
