@@ -479,3 +479,42 @@ TEST(ReaderSlots, ASlotOfAReaderKilledInsideIsSkippedThenReclaimed) {
   next->exit_read();
   EXPECT_EQ(s.view->slots[1].readers.load(), 0u);
 }
+
+// The write lock in two steps (a compaction's last catch-up): holding only
+// the writer mutex admits readers and holds writers; exclude_readers_too then
+// turns readers away until unlock_write.
+TEST(TwoStep, AWritersOnlyHolderAdmitsReadersAndHoldsWriters) {
+  Scene s;
+  Board& b = s.board;
+  ASSERT_EQ(s.lock->lock_writers(), WriteResult::ok);
+  const int writer = s.kids.start([&] {
+    auto lock = attach(s.path);
+    b.ready[0] = 1;
+    const WriteResult r = lock->lock_write();
+    b.took_turn(0);
+    lock->unlock_write();
+    return r == WriteResult::ok ? 0 : 2;
+  });
+  const int reader = s.kids.start([&] {
+    auto lock = attach(s.path);
+    if (!await(b.go[1])) return 3;
+    if (!lock->try_enter_read()) return 4;  // nobody is writing: a reader gets in at once
+    lock->exit_read();
+    b.done.fetch_add(1);
+    if (!await(b.go[2])) return 3;
+    return lock->try_enter_read() ? 5 : 0;  // now the parent holds the whole write lock
+  });
+  ASSERT_TRUE(eventually([&] { return b.ready[0].load() == 1 && s.view.next_ticket() != 0; }))
+      << "the writer should queue behind the writers-only holder";
+  b.go[1] = 1;
+  ASSERT_TRUE(eventually([&] { return b.done.load() == 1; })) << "a reader should get in";
+  EXPECT_EQ(b.order_len.load(), 0) << "a writer got in past the writers-only holder";
+  s.lock->exclude_readers_too();
+  EXPECT_EQ(s.view->writer_active.load(), 1U);
+  b.go[2] = 1;
+  EXPECT_EQ(s.kids.wait(reader), 0) << "the reader should be turned away by the whole write lock";
+  EXPECT_EQ(b.order_len.load(), 0);
+  s.lock->unlock_write();
+  EXPECT_EQ(s.kids.wait(writer), 0);
+  EXPECT_EQ(b.order_len.load(), 1);
+}
