@@ -48,8 +48,14 @@ void Store::Impl::compact() {
                         options_.max_file_size, DataFile::Rebuilt::compaction);
   detail::crash_point("compact.copied");
   detail::BatchReplay batches;
-  const bool current = catch_up_unlocked(*source, fresh, end, epoch, batches);
-  if (current) fresh.sync_all();  // what the writers then wait to sync is only the last catch-up
+  const CatchUp rounds = catch_up_unlocked(*source, fresh, end, epoch, batches);
+  const bool current = rounds != CatchUp::file_replaced;
+  // Synced now, the copy's pages are clean again, and the last catch-up pays
+  // a page fault for each record it indexes (~60 us measured here): worth it
+  // for the short tail of rounds that converged, not for the long one left
+  // by a writer that kept pace (then the writers wait for a larger sync
+  // instead: 30-500 ms measured, against seconds of faults).
+  if (rounds == CatchUp::converged) fresh.sync_all();
   // Writers wait from here; readers go on reading the file as it is (the
   // catch-up writes only the copy) until the publish.
   TwoStepWriteSection w(*this);
@@ -74,8 +80,8 @@ void Store::Impl::compact() {
   cleanup.published = true;
 }
 
-bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, detail::RecordsEnd& end,
-                                    std::uint64_t epoch, detail::BatchReplay& batches) {
+Store::Impl::CatchUp Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, detail::RecordsEnd& end,
+                                                   std::uint64_t epoch, detail::BatchReplay& batches) {
   // Each round applies what writers appended during the one before, from the
   // source's own mapping with no lock held (records never change once
   // written), for as long as the rounds shrink: a busy writer may append as
@@ -85,22 +91,27 @@ bool Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, detail::R
   // whose pages the sync before the lock has just cleaned: ~60 us apiece
   // measured here (ext4 page_mkwrite in a paravirtualised guest).
   constexpr std::uint64_t kShortTail = 16 * 1024;
+  CatchUp result = CatchUp::kept_pace;
   std::uint64_t before = UINT64_MAX;
   for (int round = 0; round < kMaxRounds; ++round) {
     detail::RecordsEnd now;
     {
       ReadSection r(*this);
-      if (lock_->file_epoch() != epoch) return false;
+      if (lock_->file_epoch() != epoch) return CatchUp::file_replaced;
       source.adopt_size();  // map what the writers grew meanwhile
       now = source.chunks().end();
     }
     const std::uint64_t bytes = catch_up(source, fresh, end, &now, batches);
     end = now;
     detail::crash_point("compact.round");
-    if (bytes <= kShortTail || bytes > before / 4 * 3) break;
+    if (bytes <= kShortTail) {
+      result = CatchUp::converged;
+      break;
+    }
+    if (bytes > before / 4 * 3) break;
     before = bytes;
   }
-  return true;
+  return result;
 }
 
 std::uint64_t Store::Impl::catch_up(const DataFile& source, DataFile& fresh, const detail::RecordsEnd& from,

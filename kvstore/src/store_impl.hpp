@@ -90,8 +90,12 @@ class Store::Impl {
                                 const detail::RecordsEnd& from, const detail::RecordsEnd* until,
                                 detail::BatchReplay& batches);
   // Catch-up rounds without the lock (compaction.cpp); `end` moves with them.
-  // False if the file was replaced meanwhile.
-  bool catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
+  enum class CatchUp {
+    converged,     // the last round was short: little is left for the lock
+    kept_pace,     // the writers appended about as fast as the rounds applied
+    file_replaced  // another handle replaced the file meanwhile
+  };
+  CatchUp catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
                          std::uint64_t epoch, detail::BatchReplay& batches);
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
