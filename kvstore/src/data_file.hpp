@@ -128,7 +128,7 @@ class DataFile {
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;
 
   // Whether the only damaged records are a torn tail of the last chunk, as a
-  // power cut leaves them (see data_file.cpp).
+  // power cut leaves them (recovery.cpp).
   [[nodiscard]] bool damage_is_torn_tail() const;
 
   // After a writer died while it appended records or changed the index (but

@@ -241,7 +241,7 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
     return;
   }
   // After a power cut, the durable mark tells what had reached the disk: the
-  // history is replayed up to the first tear after it (chunks.cpp). A file
+  // history is replayed up to the first tear after it (ChunkLog::scan_to_tear). A file
   // without a mark (older builds) may only be torn at the end of its last chunk.
   const bool to_tear = torn_pages_possible && detail::durable_mark(h).valid;
   DataFile::History history =
