@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,6 +51,7 @@ TEST(LatestIndex, NewestRecordWinsAndErasesCount) {
   h.keep.reserve(100000);  // views into `keep` must not move
   LatestIndex latest(4, [&](std::uint64_t offset) { return h.at.at(offset); }, 1 << 24);
   std::map<std::string, std::pair<std::uint64_t, std::string>> model;  // key -> (offset, value)
+  std::set<std::string> seen;
   std::mt19937_64 rng(3);
   for (int i = 0; i < 20000; ++i) {  // far past the 4 keys it was sized for: it must rehash
     const std::string key = std::string("k").append(std::to_string(rng() % 3000));
@@ -58,6 +60,7 @@ TEST(LatestIndex, NewestRecordWinsAndErasesCount) {
     const RecordView r = h.add(key, value, erase ? RecordType::erase : RecordType::put);
     latest.mark_visited(r.offset);
     latest.note(kvstore::detail::key_hash(key, 7), r);
+    seen.insert(key);
     if (erase) {
       model.erase(key);
     } else {
@@ -74,6 +77,14 @@ TEST(LatestIndex, NewestRecordWinsAndErasesCount) {
     value_bytes += ov.second.size();
     record_bytes += kvstore::detail::record_size(key.size(), ov.second.size());
   }
+  std::size_t erased = 0;  // keys whose newest record is an erase: not live
+  for (const std::string& key : seen) {
+    if (model.count(key) != 0) continue;
+    ++erased;
+    EXPECT_EQ(latest.find_live(kvstore::detail::key_hash(key, 7), key), 0U) << key;
+  }
+  EXPECT_GT(erased, 0U);
+  EXPECT_EQ(latest.find_live(kvstore::detail::key_hash("never", 7), "never"), 0U);
   EXPECT_EQ(latest.live_keys(), model.size());
   EXPECT_EQ(latest.live_key_bytes(), key_bytes);
   EXPECT_EQ(latest.live_value_bytes(), value_bytes);
@@ -120,4 +131,14 @@ TEST(FileWriter, AnUnfinishedFileIsRemoved) {
     w.append("x", 1);
   }
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(FileWriter, RefusesAPathThatExists) {
+  kvstore::test::TempDir d;
+  const std::string path = d.file("w.kv");
+  std::ofstream(path) << "mine";
+  EXPECT_THROW(FileWriter(path, 1 << 16), kvstore::Error);
+  std::ifstream in(path);
+  const std::string kept{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  EXPECT_EQ(kept, "mine");  // neither truncated nor removed
 }
