@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/temp_dir.hpp"
+#include "kvstore/error.hpp"
 #include "file_writer.hpp"
 #include "hash.hpp"
 #include "latest_index.hpp"
@@ -137,7 +138,7 @@ TEST(FileWriter, RefusesAPathThatExists) {
   kvstore::test::TempDir d;
   const std::string path = d.file("w.kv");
   std::ofstream(path) << "mine";
-  EXPECT_THROW(FileWriter(path, 1 << 16), kvstore::Error);
+  EXPECT_THROW({ FileWriter w(path, 1 << 16); }, kvstore::Error);
   std::ifstream in(path);
   const std::string kept{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   EXPECT_EQ(kept, "mine");  // neither truncated nor removed
