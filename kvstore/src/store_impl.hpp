@@ -80,8 +80,10 @@ class Store::Impl {
   void recover(const std::string& why, bool header_trusted = true);
   // With the write lock held: counts a committed change (Store::change_count).
   void note_change() noexcept;
-  // Maps `fresh` in place of file_, whose mapping is let go in the background.
+  // Maps `fresh` in place of file_ (write lock held); the old file is kept in
+  // retired_ until the lock is released.
   void replace_mapping(std::shared_ptr<detail::DataFile> fresh);
+  [[nodiscard]] std::shared_ptr<detail::DataFile> take_retired() noexcept { return std::move(retired_); }
   // Puts `fresh` (built at `tmp`) in place of the current file, atomically.
   void publish(detail::DataFile fresh, const std::string& tmp);
   // compact()'s catch-up: applies to `fresh` the records of `source` (the file
@@ -137,6 +139,8 @@ class Store::Impl {
   // another call replaced the file.
   std::shared_ptr<detail::DataFile> file_;
   std::uint64_t epoch_ = 0;
+  // The file replace_mapping() replaced, let go after the write lock.
+  std::shared_ptr<detail::DataFile> retired_;
   // Slot-less handles only: threads read under it shared; a remap takes it
   // exclusively (the write lock serves this purpose for the others).
   mutable std::shared_mutex remap_;

@@ -55,7 +55,7 @@ void Store::Impl::refresh_slotless(std::uint64_t seq) const {
     // Opening reads the length, then the header: a grow in between would make
     // the file look short. Only an open no writer overlapped counts.
     if (!lock_->read_unchanged(seq)) return;
-    self.replace_mapping(std::move(fresh));
+    self.file_ = std::move(fresh);
   } else if (file_->stale()) {
     // Grown: map up to the published size. The size is published only once the
     // file is that long, and a live file never shrinks, so this never maps past

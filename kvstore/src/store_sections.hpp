@@ -52,7 +52,10 @@ class Store::Impl::WriteSection {
   }
   WriteSection(const WriteSection&) = delete;
   WriteSection& operator=(const WriteSection&) = delete;
-  ~WriteSection() { impl_.lock_->unlock_write(); }
+  ~WriteSection() {
+    const auto retired = impl_.take_retired();  // unmapped after the unlock: nobody waits for it
+    impl_.lock_->unlock_write();
+  }
 
  private:
   Impl& impl_;
@@ -72,6 +75,7 @@ class Store::Impl::TwoStepWriteSection {
   TwoStepWriteSection(const TwoStepWriteSection&) = delete;
   TwoStepWriteSection& operator=(const TwoStepWriteSection&) = delete;
   ~TwoStepWriteSection() {
+    const auto retired = impl_.take_retired();  // unmapped after the unlock: nobody waits for it
     if (!held_) return;
     if (readers_excluded_) {
       impl_.lock_->unlock_write();
