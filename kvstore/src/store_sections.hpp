@@ -75,8 +75,8 @@ class Store::Impl::TwoStepWriteSection {
   TwoStepWriteSection(const TwoStepWriteSection&) = delete;
   TwoStepWriteSection& operator=(const TwoStepWriteSection&) = delete;
   ~TwoStepWriteSection() {
+    if (!held_) return;  // released already: retired_ is not ours to touch
     const auto retired = impl_.take_retired();  // unmapped after the unlock: nobody waits for it
-    if (!held_) return;
     if (readers_excluded_) {
       impl_.lock_->unlock_write();
     } else {
