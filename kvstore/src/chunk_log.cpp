@@ -69,22 +69,15 @@ bool ChunkLog::scan(const RecordFn& fn, const ProblemFn& problem, Replay mode, c
     salvage(fn, problem);
     return true;
   }
+  if (until != nullptr && until->chunks == 0) return true;
   try {
-    if (until != nullptr) {
+    for_each([&](const ChunkHeader& c) {
       // Up to `until` only: the list is not followed past that chunk, whose
       // link a writer may be setting now, to a chunk this mapping may not reach.
-      if (until->chunks == 0) return true;
-      for_each([&](const ChunkHeader& c) {
-        const bool last = c.ordinal + 1 == until->chunks;
-        (void)scan_chunk(c, fn, problem, false, 0, last ? until->used : UINT64_MAX);
-        return !last;
-      });
-    } else {
-      for_each([&](const ChunkHeader& c) {
-        (void)scan_chunk(c, fn, problem, false);
-        return true;
-      });
-    }
+      const bool last = until != nullptr && c.ordinal + 1 == until->chunks;
+      (void)scan_chunk(c, fn, problem, false, 0, last ? until->used : UINT64_MAX);
+      return !last;
+    });
   } catch (const Error& e) {
     problem(e.what());
     return false;
