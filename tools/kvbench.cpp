@@ -9,7 +9,7 @@
 // `--only coordination` runs just those.
 //
 //   kvbench [-n N] [--key-size 16] [--value-size 100] [--seed S] [--dir D] [--json FILE] [--plot FILE.png]
-//           [--only coordination|maintenance]
+//           [--only coordination|maintenance|churn]
 #include <signal.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -192,6 +192,19 @@ void bench_disk_and_compact(Bench& b, const std::vector<Engine*>& engines, KvEng
   b.results["kvstore"]["disk_per_raw_after_compact"] = static_cast<double>(kv.disk_bytes()) / b.raw;
 }
 
+// Three rounds of random overwrites with nobody compacting: the file sizes
+// after them, and what each put waited (kvstore reclaims space meanwhile).
+void bench_churn(Bench& b, const std::vector<Engine*>& engines) {
+  std::vector<ChurnContender> contenders;
+  for (Engine* e : engines) {
+    if (std::string(e->name()) == "std::unordered_map") continue;
+    // d.updated again: every later check of a value stays valid.
+    contenders.push_back({e->name(), [&b, e](std::size_t k, std::size_t) { e->put(b.d.keys[k], b.d.updated[k]); },
+                          [e] { e->flush(); }, [e] { return e->disk_bytes(); }});
+  }
+  run_churn(contenders, b.n, 3, b.raw, b.seed + 3, b.results["churn"]);
+}
+
 // Reads from 1 and 2 processes (kvstore and LMDB: the multi-process engines).
 void bench_parallel_reads(Bench& b) {
   const std::size_t per_proc = std::min<std::size_t>(b.n, 1'000'000);
@@ -367,8 +380,8 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir_opt, "where the files go (default: a fresh directory under /tmp)");
   app.add_option("--json", json_path, "also write the results as JSON");
   app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
-  app.add_option("--only", only, "run only this group of workloads: coordination, maintenance")
-      ->check(CLI::IsMember({"coordination", "maintenance"}));
+  app.add_option("--only", only, "run only this group of workloads: coordination, maintenance, churn")
+      ->check(CLI::IsMember({"coordination", "maintenance", "churn"}));
   CLI11_PARSE(app, argc, argv);
   if (b.n < 100 || b.key_size < 8) die("need -n >= 100 and --key-size >= 8");
 
@@ -402,8 +415,14 @@ int main(int argc, char** argv) {
   HeapEngine heap;
   std::vector<Engine*> engines{&kv, &lmdb, &kc, &tk, &heap};
   for (Engine* e : engines) e->open();
+  if (only == "churn") {
+    record(b, engines, "load", run(engines, b.n, [&](Engine& e, std::size_t i) { e.put(b.d.keys[b.order[i]], b.d.values[b.order[i]]); }));
+    bench_churn(b, engines);
+    return finish();
+  }
   bench_point_ops(b, engines);
   bench_disk_and_compact(b, engines, kv);
+  bench_churn(b, engines);
   for (Engine* e : engines) e->close();
   bench_parallel_reads(b);
   bench_open_first_get(b, kv, lmdb);

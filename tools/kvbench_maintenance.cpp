@@ -48,8 +48,8 @@ Percentiles percentiles(std::vector<double> us) {
   return p;
 }
 
-void print(const char* what, const Percentiles& p, nlohmann::ordered_json& out) {
-  std::printf("  %-4s %9zu calls   p50 %8.1f us   p99 %8.1f us   p99.9 %8.1f us   worst %9.1f us\n", what, p.calls,
+void print(const std::string& what, const Percentiles& p, nlohmann::ordered_json& out) {
+  std::printf("  %-14s %9zu calls   p50 %8.1f us   p99 %8.1f us   p99.9 %8.1f us   worst %9.1f us\n", what.c_str(), p.calls,
               p.p50_us, p.p99_us, p.p999_us, p.worst_us);
   out[what] = {{"calls", p.calls}, {"p50_us", p.p50_us}, {"p99_us", p.p99_us}, {"p999_us", p.p999_us}, {"worst_us", p.worst_us}};
 }
@@ -128,4 +128,35 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
   out["compact_ms"] = compact_ms;
   print("get", percentiles(std::move(get_us)), out);
   print("put", percentiles(std::move(put_us)), out);
+}
+
+void run_churn(std::vector<ChurnContender>& contenders, std::size_t n, std::size_t rounds, double raw_bytes,
+               std::uint64_t seed, nlohmann::ordered_json& out) {
+  constexpr std::size_t kSlices = 10;
+  const std::size_t puts = n * rounds;
+  std::vector<std::vector<double>> us(contenders.size());
+  for (auto& v : us) v.reserve(puts);
+  std::mt19937_64 rng(seed);
+  std::vector<std::size_t> keys(puts);
+  for (std::size_t& k : keys) k = rng() % n;
+  for (std::size_t slice = 0; slice < kSlices; ++slice) {
+    const std::size_t from = puts * slice / kSlices;
+    const std::size_t to = puts * (slice + 1) / kSlices;
+    for (std::size_t c = 0; c < contenders.size(); ++c) {
+      for (std::size_t i = from; i < to; ++i) {
+        const auto t = Clock::now();
+        contenders[c].put(keys[i], i / n);
+        us[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+      }
+      contenders[c].flush();
+    }
+  }
+  std::printf("\nchurn: %zu random overwrites of %zu keys, nobody compacting (disk bytes / raw bytes after; each put timed):\n",
+              puts, n);
+  for (std::size_t c = 0; c < contenders.size(); ++c) {
+    const double ratio = static_cast<double>(contenders[c].disk_bytes()) / raw_bytes;
+    std::printf("  %-14s disk/raw %.2f\n", contenders[c].name.c_str(), ratio);
+    out["disk_per_raw"][contenders[c].name] = ratio;
+    print(contenders[c].name, percentiles(std::move(us[c])), out["put"]);
+  }
 }

@@ -87,9 +87,12 @@ std::vector<std::string> DataFile::check() const {
   const std::uint64_t live_keys = latest.live_keys();
   const Root& r = root();
   if (const std::string p = chunk_tail_problem(); !p.empty()) problem(p);
-  if (const DurableMark m = durable_mark(h); m.valid && m.chunks > r.chunks) {
-    problem("the durable mark names chunk " + std::to_string(m.chunks - 1) + ", the store has " +
-            std::to_string(r.chunks));
+  try {
+    if (const DurableMark m = durable_mark(h); m.valid && m.chunks > chunks().end().chunks) {
+      problem("the durable mark names chunk " + std::to_string(m.chunks - 1) + ", past the last one");
+    }
+  } catch (const Error& e) {
+    problem(e.what());
   }
   if (bytes != r.record_bytes) {
     problem("record bytes: root says " + std::to_string(r.record_bytes) + ", chunks hold " +

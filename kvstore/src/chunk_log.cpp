@@ -11,7 +11,9 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kMinChunk = 16 * 1024;
-constexpr std::uint64_t kMaxChunk = 8 * 1024 * 1024;
+// Also the unit of space reclamation (reclaim.cpp): a freed chunk costs a
+// sync of the records written while it was cleaned, about two chunks' worth.
+constexpr std::uint64_t kMaxChunk = 1024 * 1024;
 
 }  // namespace
 
@@ -87,7 +89,8 @@ bool ChunkLog::scan(const RecordFn& fn, const ProblemFn& problem, Replay mode, c
 
 void ChunkLog::salvage(const RecordFn& fn, const ProblemFn& problem) const {
   // The chunk list cannot be trusted: find chunks by their magic, in the
-  // order of their ordinals (chunks are never freed, so none is stale).
+  // order of their ordinals. None is stale: a reclaimed chunk loses its magic
+  // before it is freed (reclaim.cpp).
   std::vector<const ChunkHeader*> found;
   for (std::uint64_t at = kHeaderSize; at + sizeof(ChunkHeader) <= map_.size(); at += 8) {
     const auto* c = reinterpret_cast<const ChunkHeader*>(map_.base() + at);  // NOLINT
@@ -114,7 +117,7 @@ bool ChunkLog::scan_to_tear(const RecordFn& fn, const ProblemFn& problem, const 
     return false;
   }
   const bip::offset_ptr<ChunkHeader>* link = &root().first_chunk;
-  std::uint64_t ordinal = 0;
+  std::uint64_t ordinal = first_ordinal();
   for (;; ++ordinal) {
     const ChunkHeader* c = nullptr;
     bool whole = true;
@@ -175,9 +178,18 @@ void ChunkLog::scan_since(const RecordsEnd& from, const RecordsEnd* until, const
   });
 }
 
+std::uint64_t ChunkLog::first_ordinal() const noexcept {
+  try {
+    const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+    return c != nullptr && plausible(*c) ? c->ordinal : 0;
+  } catch (const Error&) {
+    return 0;
+  }
+}
+
 void ChunkLog::for_each(const std::function<bool(const ChunkHeader&)>& fn) const {
   const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
-  for (std::uint64_t ordinal = 0; c != nullptr; ++ordinal) {
+  for (std::uint64_t ordinal = first_ordinal(); c != nullptr; ++ordinal) {
     if (!plausible(*c) || c->ordinal != ordinal) {
       throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
     }
@@ -240,6 +252,24 @@ ChunkLog::Appended ChunkLog::append(std::string_view key, std::string_view value
   crash_point("append.done");
   root().record_bytes += size;
   return {offset_of(p), offset_of(c)};
+}
+
+ChunkHeader* ChunkLog::unlink_first() {
+  Root& r = root();
+  ChunkHeader* c = resolve(r.first_chunk, sizeof(ChunkHeader));
+  if (c == nullptr || !plausible(*c) || c == r.last_chunk.get()) {
+    throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
+  }
+  ChunkHeader* next = resolve(c->next, sizeof(ChunkHeader));
+  if (next == nullptr || !plausible(*next) || next->ordinal != c->ordinal + 1) {
+    throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(c->ordinal + 1) + " is damaged");
+  }
+  const std::uint64_t used = c->used.load(std::memory_order_relaxed);
+  r.first_chunk = next;
+  --r.chunks;
+  r.record_bytes -= std::min(r.record_bytes, used);
+  r.dead_bytes -= std::min(r.dead_bytes, used);  // every record in it is dead by now
+  return c;
 }
 
 }  // namespace kvstore::detail

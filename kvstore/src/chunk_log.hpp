@@ -99,6 +99,9 @@ class ChunkLog {
   };
   // Appends one record to the last chunk, where reserve() made room.
   Appended append(std::string_view key, std::string_view value, RecordType type, std::uint8_t flags);
+  // Cuts the first chunk (not the last) off the list and takes its records
+  // out of the counters; returns it, still allocated (reclaim.cpp frees it).
+  ChunkHeader* unlink_first();
 
  private:
   [[nodiscard]] Root& root() const noexcept {
@@ -111,6 +114,9 @@ class ChunkLog {
   [[nodiscard]] std::uint64_t offset_of(const void* p) const noexcept {
     return static_cast<std::uint64_t>(static_cast<const char*>(p) - map_.base());
   }
+  // The first chunk's ordinal (0 until chunks are reclaimed), or 0 when the
+  // first link or chunk is damaged (the walk then reports chunk 0 damaged).
+  [[nodiscard]] std::uint64_t first_ordinal() const noexcept;
   // The records in salvage order: chunks found by their magic, by ordinal.
   void salvage(const RecordFn& fn, const ProblemFn& problem) const;
 

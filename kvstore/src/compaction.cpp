@@ -24,6 +24,8 @@ void Store::Impl::compact() {
   // written, so readers and writers go on meanwhile. So do the rounds of
   // catch-up that apply to the copy what writers appended since. Then writers
   // wait for the last, short catch-up, and readers only for the publish.
+  // Before the copy begins: no writer frees a chunk (reclaim) it reads.
+  const detail::LockFile::RecordPin pin = lock_->pin_records();
   std::optional<DataFile> source;
   detail::RecordsEnd end;
   std::uint64_t epoch = 0;

@@ -173,25 +173,6 @@ void DataFile::grow(std::uint64_t at_least) {
   full_sync_ = true;  // the new size must reach the disk too (Sync::always)
 }
 
-// Marks the header while the segment allocator (or a grow) is being changed:
-// a writer that dies inside must be recovered by a full rebuild. Restores the
-// phase before it, also when the change fails cleanly.
-class DataFile::AllocatorPhase {
- public:
-  explicit AllocatorPhase(DataFile& f) : f_(f), before_(f.header().writing.load(std::memory_order_relaxed)) {
-    if (before_ != kIdle) f_.header().writing.store(kAllocator, std::memory_order_relaxed);
-  }
-  AllocatorPhase(const AllocatorPhase&) = delete;
-  AllocatorPhase& operator=(const AllocatorPhase&) = delete;
-  ~AllocatorPhase() {
-    if (before_ != kIdle) f_.header().writing.store(before_, std::memory_order_relaxed);
-  }
-
- private:
-  DataFile& f_;
-  std::uint32_t before_;
-};
-
 std::uint64_t DataFile::free_bytes() const noexcept { return segment()->get_free_memory(); }
 
 void* DataFile::allocate(std::uint64_t bytes) {
@@ -203,8 +184,16 @@ void* DataFile::allocate(std::uint64_t bytes) {
 }
 
 void DataFile::reserve_records(std::uint64_t bytes) {
+  // By offset: allocating may move the mapping.
+  const ChunkHeader* full = resolve(root().last_chunk, sizeof(ChunkHeader));
+  const std::uint64_t full_at = full == nullptr ? 0 : static_cast<std::uint64_t>(reinterpret_cast<const char*>(full) - map_.base());
+  const std::uint64_t full_bytes = full == nullptr ? 0 : sizeof(ChunkHeader) + full->capacity;  // clamped below
   if (chunks().reserve(bytes, [this](std::uint64_t n) { return allocate(n); })) {
     full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
+    // The chunk before is full and its records never change: written back
+    // now, in the background, they cost the next sync (reclaim's, a
+    // compaction's, the last close's) nothing but a wait already over.
+    if (full != nullptr) map_.start_writeback(full_at, full_bytes);
   }
 }
 
@@ -419,6 +408,42 @@ void DataFile::sync_tail() {
   tail_end_ = 0;
 }
 
+bool DataFile::sync_records(std::uint64_t budget) {
+  // Records before the durable mark are on disk already; the rest lies in the
+  // mark's chunk and those after it. Far less than sync_all(), which also
+  // writes every index page the puts since the last sync dirtied (recovery
+  // after a power cut rebuilds the index from the records: it needs none).
+  // Chunk by chunk, moving the mark as it goes: after a bulk load the first
+  // call may find a hundred MiB unsynced, and no single write may wait for all.
+  FileHeader& h = header();
+  const DurableMark mark = durable_mark(h);
+  if (!mark.valid) {
+    sync_all();
+    mark_durable();
+    return true;
+  }
+  RecordsEnd reached{mark.chunks, mark.used};
+  std::uint64_t bytes = 0;
+  bool all = true;
+  chunks().for_each([&](const ChunkHeader& c) {
+    if (c.ordinal + 1 < mark.chunks) return true;
+    if (bytes >= budget) {
+      all = false;
+      return false;
+    }
+    // The header too: `used` and the link moved. Data only: the flush below
+    // makes it durable, with the metadata, for all the chunks at once.
+    const std::uint64_t used = c.used.load(std::memory_order_relaxed);
+    map_.write_back(static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base()),
+                    sizeof(ChunkHeader) + used, path_);
+    bytes += used - (c.ordinal + 1 == mark.chunks ? std::min(used, mark.used) : 0);
+    reached = {c.ordinal + 1, used};
+    return true;
+  });
+  map_.sync(0, kHeaderSize, path_);  // the published size (a chunk may lie in a grown part), and the flush
+  if (reached.chunks != mark.chunks || reached.used != mark.used) set_durable_mark(h, reached.chunks, reached.used);
+  return all;
+}
 
 // ---------------------------------------------------------------- reads
 

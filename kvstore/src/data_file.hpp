@@ -109,6 +109,11 @@ class DataFile {
   void sync_header() const { map_.sync(0, kHeaderSize, path_); }
   // Makes the last appended records durable (Sync::always), and marks them so.
   void sync_tail();
+  // Makes the records after the durable mark durable, with the chunk headers
+  // that count and link them (not the index), and moves the mark past them:
+  // whole chunks, until `budget` bytes of records are done. Returns whether
+  // it reached the end (every record is durable).
+  bool sync_records(std::uint64_t budget);
 
   // --- history (any lock)
   // The record chunks, as a view valid while this DataFile stays where it is.
@@ -124,6 +129,23 @@ class DataFile {
   [[nodiscard]] History read_history(Replay mode, bool compare_index, const RecordsEnd* until = nullptr) const;
   // Whole-file verification for `kvtool check`; returns the problems found.
   [[nodiscard]] std::vector<std::string> check() const;
+  // --- space reclamation as the store is written (reclaim.cpp; write lock)
+  // Whether the oldest chunk may be cleaned: a writable version 2 file with
+  // more than one chunk.
+  [[nodiscard]] bool may_reclaim() const noexcept;
+  enum class Reclaimed {
+    nothing,  // no chunk to clean
+    moved,    // a slice cleaned; the oldest chunk still holds records not looked at
+    waiting,  // the oldest chunk holds no live record, but may not be freed yet
+    freed,    // the oldest chunk was freed
+  };
+  // Looks at up to `budget` bytes of the oldest chunk's records, appending the
+  // live ones again; once all are looked at, frees the chunk if `may_free()`
+  // says so (nobody reads records without the lock: a compaction's copy, a
+  // for_each; asked only then).
+  // Throws Error: corrupt (a damaged record), io, no_space, store_full.
+  Reclaimed reclaim(std::uint64_t budget, const std::function<bool()>& may_free);
+
   // Free bytes the allocator can still hand out.
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;
 
@@ -199,6 +221,10 @@ class DataFile {
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
+  void move_if_live(const RecordView& rec);
+  // Frees the oldest chunk once every record is durable; false: not yet.
+  bool free_first_chunk();
+
   std::string path_;
   Fd fd_;
   Mapping map_;
@@ -213,6 +239,29 @@ class DataFile {
   std::uint64_t tail_begin_ = 0;
   std::uint64_t tail_end_ = 0;
   bool full_sync_ = false;
+  // How far this handle has cleaned the oldest chunk (records before it were
+  // looked at): kept per handle, since a slice looked at twice costs only time.
+  std::uint64_t reclaim_ordinal_ = 0;
+  std::uint64_t reclaim_pos_ = 0;
+};
+
+// Marks the header while the segment allocator (or a grow) is being changed:
+// a writer that dies inside must be recovered by a full rebuild. Restores the
+// phase before it, also when the change fails cleanly.
+class DataFile::AllocatorPhase {
+ public:
+  explicit AllocatorPhase(DataFile& f) : f_(f), before_(f.header().writing.load(std::memory_order_relaxed)) {
+    if (before_ != kIdle) f_.header().writing.store(kAllocator, std::memory_order_relaxed);
+  }
+  AllocatorPhase(const AllocatorPhase&) = delete;
+  AllocatorPhase& operator=(const AllocatorPhase&) = delete;
+  ~AllocatorPhase() {
+    if (before_ != kIdle) f_.header().writing.store(before_, std::memory_order_relaxed);
+  }
+
+ private:
+  DataFile& f_;
+  std::uint32_t before_;
 };
 
 template <class T>

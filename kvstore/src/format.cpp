@@ -17,12 +17,12 @@
 
 namespace kvstore::detail {
 
-std::uint64_t layout_fingerprint() noexcept {
+std::uint64_t layout_fingerprint(std::uint32_t version) noexcept {
   // Everything whose change would make this build misread a file written by another.
   const std::uint64_t facts[] = {
       BOOST_VERSION,      sizeof(void*),       sizeof(FileHeader),   sizeof(Root),
       sizeof(ChunkHeader), sizeof(Slot),       sizeof(RecordHeader), sizeof(SegmentManager),
-      alignof(std::max_align_t), kFormatVersion,
+      alignof(std::max_align_t), version,
   };
   return crc32c(0, facts, sizeof facts) | (std::uint64_t{BOOST_VERSION} << 32);
 }
@@ -168,12 +168,11 @@ HeaderCheck read_and_validate_header(int fd, const std::string& path) {
   if (u32(offsetof(FileHeader, header_crc)) != crc32c(0, buf, kHeaderCrcBytes)) {
     throw Error(Errc::corrupt, path + ": header checksum mismatch", 0);
   }
-  if (u32(offsetof(FileHeader, format_version)) != kFormatVersion) {
-    throw Error(Errc::version_mismatch,
-                path + ": format version " + std::to_string(u32(offsetof(FileHeader, format_version))) +
-                    ", this build reads version " + std::to_string(kFormatVersion));
+  if (const std::uint32_t v = u32(offsetof(FileHeader, format_version)); v < kOldestFormatVersion || v > kFormatVersion) {
+    throw Error(Errc::version_mismatch, path + ": format version " + std::to_string(v) + ", this build reads versions " +
+                                            std::to_string(kOldestFormatVersion) + " to " + std::to_string(kFormatVersion));
   }
-  if (u64(offsetof(FileHeader, fingerprint)) != layout_fingerprint() ||
+  if (u64(offsetof(FileHeader, fingerprint)) != layout_fingerprint(u32(offsetof(FileHeader, format_version))) ||
       u32(offsetof(FileHeader, header_size)) != kHeaderSize) {
     throw Error(Errc::version_mismatch,
                 path + ": written by an incompatible build (layout fingerprint differs)");

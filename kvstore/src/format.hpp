@@ -19,7 +19,13 @@ namespace kvstore::detail {
 // FORMAT.md "Header". "KVSTORE" + format byte, compared as an integer so that a
 // foreign byte order reads as a different number.
 inline constexpr std::uint64_t kMagic = 0x0145524f5453564bULL;  // "KVSTORE\x01" little-endian
-inline constexpr std::uint32_t kFormatVersion = 1;
+// Version 2: chunks may be freed from the front of the list (reclaim.cpp), so
+// the first chunk's ordinal may be past 0. A version 1 file is the same bytes
+// with that never done: this build reads and writes it, but reclaims space
+// only in files created as version 2 (a compaction rewrites one as such), so
+// that a version 1 build never meets a list it would call damaged.
+inline constexpr std::uint32_t kFormatVersion = 2;
+inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr std::uint64_t kHeaderSize = 4096;
 inline constexpr std::uint64_t kMinFileSize = 64 * 1024;  // smallest file we create
 inline constexpr std::uint64_t kMinValidSize = 8 * 1024;  // smallest file we accept (a compacted empty store)
@@ -109,7 +115,8 @@ void set_durable_mark(FileHeader& h, std::uint64_t chunks, std::uint64_t used) n
 
 // FORMAT.md "Fingerprint": what must match for this build to use the file's
 // Boost structures in place (Boost version, pointer and layout sizes).
-[[nodiscard]] std::uint64_t layout_fingerprint() noexcept;
+// `version`: the format version the file says it has (see kFormatVersion).
+[[nodiscard]] std::uint64_t layout_fingerprint(std::uint32_t version = kFormatVersion) noexcept;
 
 // Reads the header with pread and checks everything that can be checked
 // without mapping: magic, version, fingerprint, checksum, sizes against the

@@ -39,7 +39,7 @@ struct ChunkHeader {
   std::uint64_t capacity;             // bytes of record space after this header
   std::atomic<std::uint64_t> used;    // bytes of complete records; grows only
   bip::offset_ptr<ChunkHeader> next;  // the chunk made after this one
-  std::uint64_t ordinal;              // 0, 1, 2, ... along the list
+  std::uint64_t ordinal;              // +1 along the list; the first is past 0 once reclaimed
 };
 
 // Lays out a chunk header at `at` (a fresh block of sizeof(ChunkHeader) +

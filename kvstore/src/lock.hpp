@@ -194,6 +194,25 @@ class LockFile {
   // Sleeps (a futex on the shared mapping, no polling) until the count differs
   // from `seen` or `timeout` passes; returns the count then.
   [[nodiscard]] std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const noexcept;
+  // --- record pins (lock_pin.cpp)
+  // Held by whoever reads records without the lock (a compaction's copy, a
+  // for_each): meanwhile no writer frees a chunk (reclaim), whose bytes the
+  // allocator could hand to new records under the reader. A shared OFD lock
+  // on a descriptor of its own, so that the writers of this very handle see
+  // it too; the kernel drops it when its holder dies.
+  class RecordPin {
+   public:
+    RecordPin() = default;
+    explicit RecordPin(Fd fd) noexcept : fd_(std::move(fd)) {}
+
+   private:
+    Fd fd_;
+  };
+  // Without a readable lock file the pin holds nothing (no writer can be
+  // attached: it would have made the lock file).
+  [[nodiscard]] RecordPin pin_records() const;
+  // Whether another descriptor holds a pin (a syscall: ask only to free a chunk).
+  [[nodiscard]] bool records_pinned() const noexcept;
   // Which lock file this is (device, inode): two handles of one store share it.
   [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> identity() const noexcept { return identity_; }
 

@@ -12,6 +12,7 @@ namespace kvstore::detail {
 // OFD lock bytes (FORMAT.md "Lock file"): they need not lie inside the file.
 inline constexpr off_t kAttachMutexByte = 0;  // exclusive while attaching or detaching
 inline constexpr off_t kAttachedByte = 1;     // shared by every attached handle
+inline constexpr off_t kRecordPinByte = 2;    // shared while records are read without the lock
 inline constexpr off_t kSlotByteBase = 1024;  // + i: held exclusively by the owner of slot i
 
 // Takes (F_RDLCK, F_WRLCK) or drops (F_UNLCK) the lock on `byte` without waiting.

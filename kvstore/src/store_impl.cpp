@@ -84,6 +84,9 @@ void check_options(const std::string& path, const Options& o) {
                 path + ": initial_size must not exceed max_file_size (at least 64 KiB)");
   }
   if (o.lock_timeout.count() < 0) throw Error(Errc::invalid_argument, path + ": negative lock_timeout");
+  if (!(o.max_dead_fraction >= 0 && o.max_dead_fraction < 1)) {  // NaN fails too
+    throw Error(Errc::invalid_argument, path + ": max_dead_fraction must lie in [0, 1)");
+  }
 }
 
 
@@ -319,6 +322,25 @@ auto Store::Impl::mutate(F&& f) {
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
   return f();
+}
+
+void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
+  // Paid by the writers in proportion to what they write: looking at four
+  // bytes of the oldest chunk per byte a write appended or made dead keeps
+  // the dead share near the limit, in steps of a few records.
+  constexpr std::uint64_t kPace = 4;
+  const double limit = options_.max_dead_fraction;
+  if (limit <= 0 || reclaim_broken_) return;
+  const detail::Root& r = file_->root();
+  if (static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) return;
+  try {
+    (void)file_->reclaim(churned * kPace, [&] { return !lock_->records_pinned(); });
+  } catch (const Error& e) {
+    // The write this follows is done and must stand. A damaged record stops
+    // this handle's reclaiming (check says where); anything else (a full
+    // disk, an I/O error) is tried again by a later write.
+    if (e.code() == Errc::corrupt) reclaim_broken_ = true;
+  }
 }
 
 void Store::Impl::put(std::string_view key, std::string_view value) {

@@ -80,6 +80,9 @@ class Store::Impl {
   void recover(const std::string& why, bool header_trusted = true);
   // With the write lock held: counts a committed change (Store::change_count).
   void note_change() noexcept;
+  // After a write that appended or made dead `churned` bytes (write lock,
+  // inside its Change): a slice of reclamation, if the dead share is over the limit.
+  void reclaim_after(std::uint64_t churned) noexcept;
   // Maps `fresh` in place of file_ (write lock held); the old file is kept in
   // retired_ until the lock is released.
   void replace_mapping(std::shared_ptr<detail::DataFile> fresh);
@@ -134,6 +137,7 @@ class Store::Impl {
   std::filesystem::path fs_path_;
   std::string path_;
   Options options_;
+  bool reclaim_broken_ = false;  // a damaged record stopped this handle's reclaiming
   std::unique_ptr<detail::LockFile> lock_;
   // Shared so that a for_each in progress keeps its snapshot mapped after
   // another call replaced the file.

@@ -229,6 +229,9 @@ void Store::Impl::for_each(const std::function<bool(std::string_view, std::strin
   // read after it is released. Writers are never held up by a slow `fn`, and
   // `fn` may call back into the store.
   refuse_reentry();
+  // Taken before the snapshot: from then on no writer frees a chunk (reclaim)
+  // whose records the snapshot names.
+  const detail::LockFile::RecordPin pin = lock_->pin_records();
   struct Snapshot {
     std::shared_ptr<DataFile> pin;
     std::vector<std::uint64_t> offsets;

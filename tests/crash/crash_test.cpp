@@ -73,6 +73,7 @@ const std::pair<const char*, int> kPoints[] = {
     {"publish.before_rename", 3}, {"publish.after_rename", 3}, {"rebuild.copying", 20},
     {"attach.slot_claimed", 1}, {"compact.copied", 3},     {"compact.caught_up", 3},
     {"compact.round", 3},       {"compact.catching_up", 3},
+    {"reclaim.moved", 20},      {"reclaim.unlinked", 2},    {"reclaim.freed", 2},
 };
 
 // Every crash_point("...") in the library's sources is killed at by a test:

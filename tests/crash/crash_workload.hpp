@@ -167,6 +167,7 @@ inline kvstore::Options small_store(kvstore::Sync sync = kvstore::Sync::none) {
   kvstore::Options o;
   o.initial_size = 64 * 1024;
   o.sync = sync;
+  o.max_dead_fraction = 0.1;  // reclaiming often, so that kills land inside it
   o.lock_timeout = std::chrono::milliseconds(20'000);
   return o;
 }

@@ -92,7 +92,7 @@ TEST(BadFile, HeaderDamage) {
     return code_of([&] { (void)Store::open(d.file("h.kv"), tiny()); });
   };
   EXPECT_EQ(damaged(0, 'X'), Errc::not_a_store);          // magic
-  EXPECT_EQ(damaged(8, 2), Errc::corrupt);                // version, caught by the checksum
+  EXPECT_EQ(damaged(8, 1), Errc::corrupt);                // version, caught by the checksum
   EXPECT_EQ(damaged(33, 0x7f), Errc::corrupt);            // root offset, caught by the checksum
   EXPECT_EQ(damaged(50, 1), Errc::corrupt);               // the checksum itself
   EXPECT_EQ(damaged(66, 0x7f), Errc::corrupt);            // file_size beyond the file

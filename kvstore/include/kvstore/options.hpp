@@ -31,6 +31,14 @@ struct Options {
   // The file never grows past this; a put that would needs Errc::store_full.
   std::uint64_t max_file_size = std::uint64_t{1} << 40;
   Sync sync = Sync::none;
+  // Space reclaimed as the store is written, with nobody calling compact():
+  // while more than this share of the record bytes is dead (overwritten or
+  // erased), each write also appends again the live records of a slice of
+  // the oldest chunk, four bytes looked at per byte it wrote, and frees that
+  // chunk once none is left in it (FORMAT.md "Reclaiming space"). The file
+  // then stays near (live bytes) / (1 - this). 0 turns it off; compact()
+  // still shrinks the file to the minimum. Must lie in [0, 1).
+  double max_dead_fraction = 0.25;
   // Longest wait for the store's lock before Errc::busy (for a read without
   // a reader slot: for a moment when no writer holds it, and for a read that
   // no writer disturbs).
