@@ -221,9 +221,15 @@ class DataFile {
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
+  // Looks at the oldest chunk's records from where this handle left off,
+  // `budget` bytes at most (what it looked at is taken off). Returns whether
+  // every record of the chunk has been looked at.
+  bool look_at_oldest(std::uint64_t& budget);
   void move_if_live(const RecordView& rec);
-  // Frees the oldest chunk once every record is durable; false: not yet.
-  bool free_first_chunk();
+  // Whether the durable mark is at or past `end`.
+  [[nodiscard]] bool durable_through(const RecordsEnd& end) const noexcept;
+  // Cuts the oldest chunk off the list and frees it (its copies are durable).
+  void free_first_chunk();
 
   std::string path_;
   Fd fd_;
@@ -243,6 +249,7 @@ class DataFile {
   // looked at): kept per handle, since a slice looked at twice costs only time.
   std::uint64_t reclaim_ordinal_ = 0;
   std::uint64_t reclaim_pos_ = 0;
+  RecordsEnd reclaim_moved_to_;  // where the records ended once it was all looked at
 };
 
 // Marks the header while the segment allocator (or a grow) is being changed:
