@@ -340,6 +340,8 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
     // this handle's reclaiming (check says where); anything else (a full
     // disk, an I/O error) is tried again by a later write.
     if (e.code() == Errc::corrupt) reclaim_broken_ = true;
+  } catch (const std::exception&) {
+    // Out of memory: the next write tries again.
   }
 }
 
