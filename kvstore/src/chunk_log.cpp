@@ -217,9 +217,14 @@ bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {
   }
   crash_point("chunk.allocated");
   Root& r = root();  // allocate() may have moved the mapping
-  ChunkHeader* prev = resolve(r.last_chunk, sizeof(ChunkHeader));
+  ChunkHeader* prev = r.last_chunk == nullptr ? nullptr : last();  // checked: its room is zeroed below
   ChunkHeader* c = init_chunk(p, capacity, 0, prev != nullptr ? prev->ordinal + 1 : 0);
   if (prev != nullptr) {
+    // The room the closed chunk leaves unused may hold records of a chunk
+    // freed there before (reclaim.cpp): zeroed, so that a record found after
+    // `used` still means a length that hides records (after a power cut).
+    const std::uint64_t used = prev->used.load(std::memory_order_relaxed);
+    std::memset(reinterpret_cast<char*>(prev + 1) + used, 0, prev->capacity - used);  // NOLINT
     prev->next = c;
   } else {
     r.first_chunk = c;
