@@ -226,6 +226,10 @@ bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {
     const std::uint64_t used = prev->used.load(std::memory_order_relaxed);
     std::memset(reinterpret_cast<char*>(prev + 1) + used, 0, prev->capacity - used);  // NOLINT
     prev->next = c;
+    // Closed, it never changes again: written back now, in the background,
+    // it costs the next sync (reclaim's, a compaction's, the last close's)
+    // only a wait already over.
+    map_.start_writeback(offset_of(prev), sizeof(ChunkHeader) + prev->capacity);
   } else {
     r.first_chunk = c;
   }

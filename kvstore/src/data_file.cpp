@@ -187,16 +187,8 @@ void* DataFile::allocate(std::uint64_t bytes) {
 }
 
 void DataFile::reserve_records(std::uint64_t bytes) {
-  // By offset: allocating may move the mapping.
-  const ChunkHeader* full = resolve(root().last_chunk, sizeof(ChunkHeader));
-  const std::uint64_t full_at = full == nullptr ? 0 : static_cast<std::uint64_t>(reinterpret_cast<const char*>(full) - map_.base());
-  const std::uint64_t full_bytes = full == nullptr ? 0 : sizeof(ChunkHeader) + full->capacity;  // clamped below
   if (chunks().reserve(bytes, [this](std::uint64_t n) { return allocate(n); })) {
     full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
-    // The chunk before is full and its records never change: written back
-    // now, in the background, they cost the next sync (reclaim's, a
-    // compaction's, the last close's) nothing but a wait already over.
-    if (full != nullptr) map_.start_writeback(full_at, full_bytes);
   }
 }
 

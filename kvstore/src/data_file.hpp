@@ -133,18 +133,12 @@ class DataFile {
   // Whether the oldest chunk may be cleaned: a writable version 2 file with
   // more than one chunk.
   [[nodiscard]] bool may_reclaim() const noexcept;
-  enum class Reclaimed {
-    nothing,  // no chunk to clean
-    moved,    // a slice cleaned; the oldest chunk still holds records not looked at
-    waiting,  // the oldest chunk holds no live record, but may not be freed yet
-    freed,    // the oldest chunk was freed
-  };
   // Looks at up to `budget` bytes of the oldest chunk's records, appending the
   // live ones again; once all are looked at, frees the chunk if `may_free()`
   // says so (nobody reads records without the lock: a compaction's copy, a
   // for_each; asked only then).
   // Throws Error: corrupt (a damaged record), io, no_space, store_full.
-  Reclaimed reclaim(std::uint64_t budget, const std::function<bool()>& may_free);
+  void reclaim(std::uint64_t budget, const std::function<bool()>& may_free);
 
   // Free bytes the allocator can still hand out.
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;

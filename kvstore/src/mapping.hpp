@@ -72,6 +72,9 @@ class Mapping {
   [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
 
  private:
+  // sync_file_range over the part of [offset, offset+length) that is mapped; 0 or -1 (errno).
+  int sync_file_range_in(std::uint64_t offset, std::uint64_t length, unsigned flags) const noexcept;
+
   char* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t reserved_ = 0;

@@ -24,27 +24,24 @@ bool DataFile::may_reclaim() const noexcept {
   return writable_ && header().format_version >= 2 && r.first_chunk != r.last_chunk;
 }
 
-DataFile::Reclaimed DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& may_free) {
-  Reclaimed result = Reclaimed::nothing;
+void DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& may_free) {
   // The copies must be on disk before the originals can go: a power cut
   // between would lose both. That sync goes a step per write, and the free
   // may need a write of its own: each flush of the device costs 4-8 ms here,
   // and no write waits for two. Chunk after chunk while the budget lasts.
   bool flushed = false;
   while (may_reclaim()) {
-    if (!look_at_oldest(budget)) return Reclaimed::moved;
+    if (!look_at_oldest(budget)) return;
     // Where the copies end: here, or before (another handle may have moved some).
     if (reclaim_moved_to_.chunks == 0) reclaim_moved_to_ = chunks().end();
-    if (flushed || !may_free()) return Reclaimed::waiting;
+    if (flushed || !may_free()) return;
     flushed = true;
     if (!durable_through(reclaim_moved_to_)) {
       (void)sync_records(kSyncStep);
-      return Reclaimed::waiting;
+      return;
     }
     free_first_chunk();
-    result = Reclaimed::freed;
   }
-  return result;
 }
 
 bool DataFile::look_at_oldest(std::uint64_t& budget) {

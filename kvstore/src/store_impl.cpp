@@ -334,7 +334,7 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
   const detail::Root& r = file_->root();
   if (static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) return;
   try {
-    (void)file_->reclaim(churned * kPace, [&] { return !lock_->records_pinned(); });
+    file_->reclaim(churned * kPace, [&] { return !lock_->records_pinned(); });
   } catch (const Error& e) {
     // The write this follows is done and must stand. A damaged record stops
     // this handle's reclaiming (check says where); anything else (a full
