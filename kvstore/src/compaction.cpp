@@ -1,7 +1,9 @@
 // Store::Impl::compact: the copy without the lock, the catch-up and the
 // publish under it.
+#include <chrono>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kvstore/error.hpp"
@@ -25,6 +27,7 @@ void Store::Impl::compact() {
   // catch-up that apply to the copy what writers appended since. Then writers
   // wait for the last, short catch-up, and readers only for the publish.
   // Before the copy begins: no writer frees a chunk (reclaim) it reads.
+  lingering_.reset();  // the file the last compaction replaced (let_go_last)
   const detail::LockFile::RecordPin pin = lock_->pin_records();
   std::optional<DataFile> source;
   detail::RecordsEnd end;
@@ -50,17 +53,12 @@ void Store::Impl::compact() {
                         options_.max_file_size, DataFile::Rebuilt::compaction);
   detail::crash_point("compact.copied");
   detail::BatchReplay batches;
-  const CatchUp rounds = catch_up_unlocked(*source, fresh, end, epoch, batches);
-  const bool current = rounds != CatchUp::file_replaced;
-  // Synced now, the copy's pages are clean again, and the last catch-up pays
-  // a page fault for each record it indexes (~60 us measured here): worth it
-  // for the short tail of rounds that converged, not for the long one left
-  // by a writer that kept pace (then the writers wait for a larger sync
-  // instead: 30-500 ms measured, against seconds of faults).
-  if (rounds == CatchUp::converged) fresh.sync_all();
+  const bool current = converge(*source, fresh, end, epoch, batches);
+  {
   // Writers wait from here; readers go on reading the file as it is (the
   // catch-up writes only the copy) until the publish.
   TwoStepWriteSection w(*this);
+  lock_->stop_pacing();  // the writers queue for the lock now
   if (w.owner_died() || !current || lock_->file_epoch() != epoch) {
     // A writer died, or another handle compacted or recovered the store
     // meanwhile (the copy is of a file that is gone): compact the current
@@ -80,40 +78,95 @@ void Store::Impl::compact() {
   detail::crash_point("compact.caught_up");
   publish(std::move(fresh), tmp);
   cleanup.published = true;
+  }
+  retiring_.clear();  // our own mapping of the old file: this compaction pays for it
+  let_go_last(std::move(*source));
 }
 
-Store::Impl::CatchUp Store::Impl::catch_up_unlocked(DataFile& source, DataFile& fresh, detail::RecordsEnd& end,
-                                                   std::uint64_t epoch, detail::BatchReplay& batches) {
+void Store::Impl::let_go_last(DataFile old) {
+  // The other handles move to the new file at their next call, and the last
+  // to let the old one go pays for freeing it: 55-100 ms for 1M keys, which
+  // a get or put must not wait for. So this compaction waits a little for
+  // busy handles to move and frees the file itself; if some handle has not
+  // moved by then, the file waits here until the next compaction or this
+  // handle's end, by when they usually have. (Waiting longer for idle
+  // handles would make every compaction that much slower.)
+  constexpr auto kWait = std::chrono::milliseconds(20);
+  const auto deadline = std::chrono::steady_clock::now() + kWait;
+  while (old.open_elsewhere() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (old.open_elsewhere()) lingering_ = std::make_unique<DataFile>(std::move(old));
+}
+
+bool Store::Impl::converge(DataFile& source, DataFile& fresh, detail::RecordsEnd& end, std::uint64_t epoch,
+                           detail::BatchReplay& batches) {
+  // What the lock waits for is the last round and the sync of every page the
+  // rounds dirtied since the copy was last synced. So the rounds go on until
+  // both are short: first at the writers' own pace while the rounds shrink,
+  // then with the writers paced (lock.hpp), syncing the copy between rounds.
+  // A sync write-protects the copy's pages again, and the round after it pays
+  // a page fault for each page it touches (13-60 us measured here, against
+  // 13 us a put): unpaced, a busy writer kept pace with those rounds and the
+  // lock then waited for hundreds of milliseconds.
+  // Bytes of records applied since the copy was last synced: the sync in the
+  // lock writes their index and record pages (~500 pages here).
+  constexpr std::uint64_t kSyncedTail = 16 * 1024;
+  constexpr int kMaxSyncs = 6;
+  std::optional<std::uint64_t> unsynced = rounds(source, fresh, end, epoch, batches, {});
+  if (!unsynced) return false;
+  struct Pacing {
+    detail::LockFile& lock;
+    ~Pacing() { lock.stop_pacing(); }
+  } pacing{*lock_};
+  for (int syncs = 0; syncs < kMaxSyncs; ++syncs) {
+    // A sync takes as long as it has pages to write, and the writers append
+    // meanwhile what the next sync writes: each time round, writes are spaced
+    // out further, 40 us apart at first (~25,000 a second), then 80, ...
+    const std::chrono::microseconds gap = std::chrono::microseconds(40) * (1 << syncs);
+    const std::optional<std::uint64_t> bytes = rounds(source, fresh, end, epoch, batches, gap);
+    if (!bytes) return false;
+    *unsynced += *bytes;
+    if (*unsynced <= kSyncedTail) break;
+    lock_->pace_writes(gap, kPacingSpan);  // a sync may take a while: it gets a span of its own
+    fresh.sync_all();
+    detail::crash_point("compact.synced");
+    unsynced = 0;
+  }
+  return true;
+}
+
+std::optional<std::uint64_t> Store::Impl::rounds(DataFile& source, DataFile& fresh, detail::RecordsEnd& end,
+                                                 std::uint64_t epoch, detail::BatchReplay& batches,
+                                                 std::chrono::microseconds pace) {
   // Each round applies what writers appended during the one before, from the
   // source's own mapping with no lock held (records never change once
-  // written), for as long as the rounds shrink: a busy writer may append as
-  // fast as a round applies, and then only the lock stops it.
+  // written), until a round is short. Unpaced, also until the rounds stop
+  // shrinking: a busy writer may append as fast as a round applies. Paced
+  // (`pace` apart, lock.hpp), the writers are slowed down while they last.
   constexpr int kMaxRounds = 16;
-  // About a hundred small records. Each may cost a page fault in the copy,
-  // whose pages the sync before the lock has just cleaned: ~60 us apiece
-  // measured here (ext4 page_mkwrite in a paravirtualised guest).
+  // About a hundred small records: what the lock may wait to apply.
   constexpr std::uint64_t kShortTail = 16 * 1024;
-  CatchUp result = CatchUp::kept_pace;
+  std::uint64_t total = 0;
   std::uint64_t before = UINT64_MAX;
   for (int round = 0; round < kMaxRounds; ++round) {
     detail::RecordsEnd now;
     {
       ReadSection r(*this);
-      if (lock_->file_epoch() != epoch) return CatchUp::file_replaced;
+      if (lock_->file_epoch() != epoch) return std::nullopt;
       source.adopt_size();  // map what the writers grew meanwhile
       now = source.chunks().end();
     }
+    const bool paced = pace.count() > 0;
+    if (paced) lock_->pace_writes(pace, kPacingSpan);
     const std::uint64_t bytes = catch_up(source, fresh, end, &now, batches);
     end = now;
+    total += bytes;
     detail::crash_point("compact.round");
-    if (bytes <= kShortTail) {
-      result = CatchUp::converged;
-      break;
-    }
-    if (bytes > before / 4 * 3) break;
+    if (bytes <= kShortTail || (!paced && bytes > before / 4 * 3)) break;
     before = bytes;
   }
-  return result;
+  return total;
 }
 
 std::uint64_t Store::Impl::catch_up(const DataFile& source, DataFile& fresh, const detail::RecordsEnd& from,

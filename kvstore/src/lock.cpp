@@ -24,6 +24,7 @@ constexpr std::uint32_t kLockVersion = 4;  // 3: change_count, change_seq, chang
 // FORMAT.md "Lock file" gives this offset: slot-less readers of other builds rely on it.
 static_assert(offsetof(LockShared, write_seq) == 272);
 static_assert(offsetof(LockShared, slots) == 320);
+static_assert(offsetof(LockShared, paced_until) == 144 && offsetof(LockShared, paced_gap) == 160);
 static_assert(offsetof(LockShared, change_waiters) + 4 == offsetof(LockShared, write_seq));
 
 }  // namespace

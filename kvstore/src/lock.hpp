@@ -84,6 +84,15 @@ struct LockShared {
   // Bumped whenever the data file at the path is replaced (compact, recovery):
   // a handle whose file generation differs reopens the path.
   std::atomic<std::uint64_t> file_epoch;
+  // Write pacing (lock_pacing.cpp), in CLOCK_MONOTONIC nanoseconds: while
+  // `paced_until` lies ahead, writes begin `paced_gap` apart, and
+  // `paced_next` is the earliest moment the next one may begin. A deadline, not a flag: a
+  // compaction that dies pacing stops pacing within a second. On the line
+  // every writer reads anyway; zero in a file set up by a build without
+  // pacing, which therefore shares lock files with this one.
+  std::atomic<std::int64_t> paced_until;
+  std::atomic<std::int64_t> paced_next;
+  std::atomic<std::int64_t> paced_gap;
   alignas(64) std::atomic<std::uint32_t> slot_high;  // slots in use lie below this
   // Store::change_count and wait_for_change. The count is written only under
   // the writer mutex; `change_seq` (its low bits) is the futex word waiters
@@ -194,6 +203,20 @@ class LockFile {
   // Sleeps (a futex on the shared mapping, no polling) until the count differs
   // from `seen` or `timeout` passes; returns the count then.
   [[nodiscard]] std::uint64_t wait_for_change(std::uint64_t seen, std::chrono::milliseconds timeout) const noexcept;
+  // --- write pacing (lock_pacing.cpp)
+  // A compaction catching up on the writers' appends, which it applies more
+  // slowly than they are made once its copy is synced (a page fault for each
+  // page it touches again), slows the writers of every handle down to one
+  // write per `gap` between them for `how_long` (renew it; at most a second),
+  // as an LSM store's compaction slows its writers down.
+  void pace_writes(std::chrono::microseconds gap, std::chrono::milliseconds how_long) noexcept;
+  void stop_pacing() noexcept;
+  // Called by every write before it takes the lock: returns at once unless
+  // writes are paced, else when this write's turn comes.
+  void wait_for_pace() const noexcept;
+  // Whether writes are paced right now.
+  [[nodiscard]] bool writes_paced() const noexcept;
+
   // --- record pins (lock_pin.cpp)
   // Held by whoever reads records without the lock (a compaction's copy, a
   // for_each): meanwhile no writer frees a chunk (reclaim), whose bytes the

@@ -137,6 +137,13 @@ void Mapping::sync(std::uint64_t offset, std::uint64_t length, const std::string
   if (::msync(base_ + begin, end - begin, MS_SYNC) != 0) throw_errno(path, "msync", errno);
 }
 
+void Mapping::drop_pages(std::uint64_t offset, std::uint64_t length) const noexcept {
+  if (is_anonymous() || offset >= size_) return;
+  length = std::min(length, size_ - offset);
+  // Best effort by design: pages left mapped go with the mapping.
+  (void)::madvise(base_ + (offset & ~(kPage - 1)), length, MADV_DONTNEED);
+}
+
 int Mapping::sync_file_range_in(std::uint64_t offset, std::uint64_t length, unsigned flags) const noexcept {
   if (is_anonymous() || offset >= size_) return 0;  // no file behind it, or nothing of it mapped
   length = std::min(length, size_ - offset);

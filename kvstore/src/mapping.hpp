@@ -70,6 +70,10 @@ class Mapping {
   // (sync_file_range): a later sync then finds those pages written already.
   void start_writeback(std::uint64_t offset, std::uint64_t length) const noexcept;
   [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
+  // Unmaps the pages of [offset, offset+length) but keeps the range reserved
+  // (MADV_DONTNEED): a later access faults the page in again from the file.
+  // A file mapping only (an anonymous one would lose its contents).
+  void drop_pages(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
   // sync_file_range over the part of [offset, offset+length) that is mapped; 0 or -1 (errno).

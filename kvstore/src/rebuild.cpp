@@ -163,6 +163,7 @@ DataFile DataFile::Rebuild::finish() {
   out_.write(d.map_.base(), gap_begin, 0);
   out_.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
   d.fd_ = out_.finish(new_size);
+  d.mark_open();
   d.map_ = Mapping(d.fd_.get(), new_size, true, d.path_);
   return std::move(d);
 }

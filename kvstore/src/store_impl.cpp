@@ -202,12 +202,12 @@ void Store::Impl::reopen() {
 }
 
 void Store::Impl::replace_mapping(std::shared_ptr<DataFile> fresh) {
-  // Unmapping a large, well-used file takes long here: its page tables are
-  // torn down page by page (81-290 ms measured for 1M keys). So the old file
-  // is let go once the lock is released (the sections' destructors), where
-  // nobody waits for it but this call. (Not by a thread of its own: a
-  // process that forks while that thread is inside the allocator leaves its
-  // child a held allocator lock; the ASan build's crash test hung on it.)
+  // Letting a large, well-used file go takes long (retiring.hpp). So it is
+  // not done under the lock, where everyone would wait for it, but a step at
+  // a time by the calls after it (the sections' destructors). (Not by a
+  // thread of its own: a process that forks while that thread is inside the
+  // allocator leaves its child a held allocator lock; the ASan build's crash
+  // test hung on it.)
   retired_ = std::exchange(file_, std::move(fresh));
 }
 
@@ -319,6 +319,7 @@ std::vector<std::string> Store::Impl::repair(const std::filesystem::path& path, 
 template <class F>
 auto Store::Impl::mutate(F&& f) {
   if (options_.read_only) throw Error(Errc::read_only, path_ + ": opened read-only");
+  lock_->wait_for_pace();  // a compaction may be catching up: before the lock, which it needs soon
   WriteSection w(*this);
   if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
   return f();
@@ -334,7 +335,7 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
   const detail::Root& r = file_->root();
   if (static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) return;
   try {
-    file_->reclaim(churned * kPace, [&] { return !lock_->records_pinned(); });
+    file_->reclaim(churned * kPace, [&] { return lock_->records_pinned(); });
   } catch (const Error& e) {
     // The write this follows is done and must stand. A damaged record stops
     // this handle's reclaiming (check says where); anything else (a full

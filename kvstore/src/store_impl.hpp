@@ -14,6 +14,7 @@
 #include "kvstore/store.hpp"
 #include "lock.hpp"
 #include "read_guard.hpp"
+#include "retiring.hpp"
 
 namespace kvstore {
 
@@ -94,14 +95,22 @@ class Store::Impl {
   static std::uint64_t catch_up(const detail::DataFile& source, detail::DataFile& fresh,
                                 const detail::RecordsEnd& from, const detail::RecordsEnd* until,
                                 detail::BatchReplay& batches);
-  // Catch-up rounds without the lock (compaction.cpp); `end` moves with them.
-  enum class CatchUp {
-    converged,     // the last round was short: little is left for the lock
-    kept_pace,     // the writers appended about as fast as the rounds applied
-    file_replaced  // another handle replaced the file meanwhile
-  };
-  CatchUp catch_up_unlocked(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
-                         std::uint64_t epoch, detail::BatchReplay& batches);
+  // compact()'s catch-up without the lock (compaction.cpp), until what is
+  // left for the lock is short; `end` moves with it. False: another handle
+  // replaced the file meanwhile.
+  bool converge(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end, std::uint64_t epoch,
+                detail::BatchReplay& batches);
+  // Lets the file a compaction replaced go once no other handle has it open,
+  // or keeps it in lingering_ if that takes long.
+  void let_go_last(detail::DataFile old);
+  // Catch-up rounds until one is short, with writes `pace` apart (0: not
+  // paced); the bytes applied, or nothing if the file was replaced.
+  std::optional<std::uint64_t> rounds(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
+                                      std::uint64_t epoch, detail::BatchReplay& batches,
+                                      std::chrono::microseconds pace);
+  // How far ahead a compaction paces the writers: renewed every round, and
+  // it ends by itself if the compaction dies.
+  static constexpr std::chrono::milliseconds kPacingSpan{500};
   // The same, for any caller holding the write lock: renames `fresh` over
   // `path`, makes the rename durable, retires `old` and tells the other handles.
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
@@ -143,8 +152,12 @@ class Store::Impl {
   // another call replaced the file.
   std::shared_ptr<detail::DataFile> file_;
   std::uint64_t epoch_ = 0;
-  // The file replace_mapping() replaced, let go after the write lock.
+  // The file replace_mapping() replaced, handed to retiring_ after the write lock.
   std::shared_ptr<detail::DataFile> retired_;
+  mutable detail::Retiring retiring_;
+  // The file the last compaction replaced, while another handle still had it
+  // open (let_go_last).
+  std::unique_ptr<detail::DataFile> lingering_;
   // Slot-less handles only: threads read under it shared; a remap takes it
   // exclusively (the write lock serves this purpose for the others).
   mutable std::shared_mutex remap_;

@@ -53,8 +53,10 @@ class Store::Impl::WriteSection {
   WriteSection(const WriteSection&) = delete;
   WriteSection& operator=(const WriteSection&) = delete;
   ~WriteSection() {
-    const auto retired = impl_.take_retired();  // unmapped after the unlock: nobody waits for it
+    auto retired = impl_.take_retired();
     impl_.lock_->unlock_write();
+    impl_.retiring_.add(std::move(retired));  // let go a step per call, after the lock (retiring.hpp)
+    impl_.retiring_.step();
   }
 
  private:
@@ -76,12 +78,13 @@ class Store::Impl::TwoStepWriteSection {
   TwoStepWriteSection& operator=(const TwoStepWriteSection&) = delete;
   ~TwoStepWriteSection() {
     if (!held_) return;  // released already: retired_ is not ours to touch
-    const auto retired = impl_.take_retired();  // unmapped after the unlock: nobody waits for it
+    auto retired = impl_.take_retired();
     if (readers_excluded_) {
       impl_.lock_->unlock_write();
     } else {
       impl_.lock_->unlock_writers();
     }
+    impl_.retiring_.add(std::move(retired));
   }
   // The writer before us died holding the lock: the store must be checked
   // (refresh, after exclude_readers) before anything else.
@@ -109,7 +112,10 @@ class Store::Impl::ReadSection {
   }
   ReadSection(const ReadSection&) = delete;
   ReadSection& operator=(const ReadSection&) = delete;
-  ~ReadSection() { impl_.lock_->exit_read(); }
+  ~ReadSection() {
+    impl_.lock_->exit_read();
+    impl_.retiring_.step();
+  }
 
  private:
   const Impl& impl_;

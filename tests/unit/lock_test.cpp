@@ -518,3 +518,43 @@ TEST(TwoStep, AWritersOnlyHolderAdmitsReadersAndHoldsWriters) {
   EXPECT_EQ(s.kids.wait(writer), 0);
   EXPECT_EQ(b.order_len.load(), 1);
 }
+
+// Write pacing (lock_pacing.cpp): while a compaction paces the writers, every
+// handle's writes begin a gap apart; the pacing ends when it is stopped, or
+// by itself when its span runs out, as when the pacer dies.
+TEST(Pacing, WritesOfEveryHandleBeginAGapApart) {
+  Scene s;
+  EXPECT_FALSE(s.lock->writes_paced());
+  s.lock->pace_writes(2ms, 1000ms);
+  EXPECT_TRUE(s.lock->writes_paced());
+  constexpr int kTurns = 10;
+  const int child = s.kids.start([&] {
+    auto lock = attach(s.path);
+    if (!lock->writes_paced()) return 2;  // the pacing is in the shared lock file
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < kTurns; ++i) lock->wait_for_pace();
+    // Turns are handed out a gap apart and none returns before its own: a
+    // lower bound, which no scheduling delay can break.
+    return std::chrono::steady_clock::now() - start >= (kTurns - 1) * 2ms ? 0 : 3;
+  });
+  EXPECT_EQ(s.kids.wait(child), 0);
+  s.lock->stop_pacing();
+  EXPECT_FALSE(s.lock->writes_paced());
+}
+
+TEST(Pacing, APacerThatDiesStopsPacingWhenItsSpanEnds) {
+  Scene s;
+  Board& b = s.board;
+  const int pacer = s.kids.start([&] {
+    auto lock = attach(s.path);
+    lock->pace_writes(1ms, 300ms);
+    b.ready[0] = lock->writes_paced() ? 1 : 2;
+    ::kill(::getpid(), SIGKILL);  // dies pacing, without a word
+    return 0;
+  });
+  ASSERT_TRUE(eventually([&] { return b.ready[0].load() != 0; }));
+  EXPECT_EQ(b.ready[0].load(), 1) << "the pacer saw no pacing";
+  (void)s.kids.wait(pacer);
+  EXPECT_TRUE(eventually([&] { return !s.lock->writes_paced(); })) << "pacing outlived its span";
+  s.lock->wait_for_pace();  // returns at once: nothing to wait for
+}
