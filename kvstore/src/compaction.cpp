@@ -54,7 +54,15 @@ void Store::Impl::compact() {
   detail::crash_point("compact.copied");
   detail::BatchReplay batches;
   const bool current = converge(*source, fresh, end, epoch, batches);
-  {
+  finish_compaction(*source, std::move(fresh), tmp, end, current, epoch, batches);
+  cleanup.published = true;
+  retiring_.clear();  // our own mapping of the old file: this compaction pays for it
+  let_go_last(std::move(*source));
+}
+
+void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std::string& tmp,
+                                    const detail::RecordsEnd& end, bool current, std::uint64_t epoch,
+                                    detail::BatchReplay& batches) {
   // Writers wait from here; readers go on reading the file as it is (the
   // catch-up writes only the copy) until the publish.
   TwoStepWriteSection w(*this);
@@ -68,19 +76,15 @@ void Store::Impl::compact() {
     fresh = DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp,
                               options_.max_file_size, DataFile::Rebuilt::compaction);
   } else {
-    source->adopt_size();
+    source.adopt_size();
     detail::crash_point("compact.catching_up");
-    (void)catch_up(*source, fresh, end, nullptr, batches);
+    (void)catch_up(source, fresh, end, nullptr, batches);
     fresh.sync_all();  // before readers wait: the publish then has nothing left to sync
     w.exclude_readers();
   }
   fresh.set_change_count(lock_->change_count());
   detail::crash_point("compact.caught_up");
   publish(std::move(fresh), tmp);
-  cleanup.published = true;
-  }
-  retiring_.clear();  // our own mapping of the old file: this compaction pays for it
-  let_go_last(std::move(*source));
 }
 
 void Store::Impl::let_go_last(DataFile old) {

@@ -1,12 +1,11 @@
 // Write pacing (lock.hpp): while a compaction catches up, writers of every
 // handle take turns at a fixed gap, so that the catch-up converges and the
 // writers then wait only for its short last step.
-#include <time.h>
-
 #include <algorithm>
 #include <cerrno>
 
 #include "lock.hpp"
+#include <time.h>
 
 namespace kvstore::detail {
 namespace {
@@ -22,10 +21,12 @@ constexpr std::int64_t kMaxGap = 10'000'000;        // the longest gap between w
 
 }  // namespace
 
-void LockFile::pace_writes(std::chrono::microseconds gap, std::chrono::milliseconds how_long) noexcept {
+void LockFile::pace_writes(std::chrono::microseconds gap,
+                           std::chrono::milliseconds how_long) noexcept {
   if (access_ != Access::full) return;
   const std::int64_t span = std::min<std::int64_t>(kMaxPacing, how_long.count() * 1'000'000);
-  shared_->paced_gap.store(std::min<std::int64_t>(kMaxGap, gap.count() * 1000), std::memory_order_relaxed);
+  shared_->paced_gap.store(std::min<std::int64_t>(kMaxGap, gap.count() * 1000),
+                           std::memory_order_relaxed);
   shared_->paced_until.store(monotonic_ns() + span, std::memory_order_release);
 }
 
@@ -49,7 +50,8 @@ void LockFile::wait_for_pace() const noexcept {
   if (!writes_paced()) return;
   const std::int64_t now = monotonic_ns();
   // Take the next turn: turns are paced_gap apart, whoever asks.
-  const std::int64_t gap = std::clamp<std::int64_t>(shared_->paced_gap.load(std::memory_order_relaxed), 0, kMaxGap);
+  const std::int64_t gap =
+      std::clamp<std::int64_t>(shared_->paced_gap.load(std::memory_order_relaxed), 0, kMaxGap);
   std::int64_t next = shared_->paced_next.load(std::memory_order_relaxed);
   std::int64_t turn = 0;
   do {
@@ -57,7 +59,8 @@ void LockFile::wait_for_pace() const noexcept {
     if (turn - now > kMaxPacing) turn = now;  // a stale or damaged turn: start afresh
   } while (!shared_->paced_next.compare_exchange_weak(next, turn + gap, std::memory_order_relaxed));
   if (turn <= now) return;
-  const timespec at{static_cast<time_t>(turn / 1'000'000'000), static_cast<long>(turn % 1'000'000'000)};
+  const timespec at{static_cast<time_t>(turn / 1'000'000'000),
+                    static_cast<long>(turn % 1'000'000'000)};
   while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nullptr) == EINTR) {
   }
 }

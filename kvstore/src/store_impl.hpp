@@ -100,6 +100,12 @@ class Store::Impl {
   // replaced the file meanwhile.
   bool converge(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end, std::uint64_t epoch,
                 detail::BatchReplay& batches);
+  // compact()'s last catch-up and publish, under the lock. `current`: the
+  // catch-up found the file it copies still in place; `epoch` is the file's
+  // when the copy began.
+  void finish_compaction(detail::DataFile& source, detail::DataFile fresh, const std::string& tmp,
+                         const detail::RecordsEnd& end, bool current, std::uint64_t epoch,
+                         detail::BatchReplay& batches);
   // Lets the file a compaction replaced go once no other handle has it open,
   // or keeps it in lingering_ if that takes long.
   void let_go_last(detail::DataFile old);
