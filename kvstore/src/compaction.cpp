@@ -27,7 +27,6 @@ void Store::Impl::compact() {
   // catch-up that apply to the copy what writers appended since. Then writers
   // wait for the last, short catch-up, and readers only for the publish.
   // Before the copy begins: no writer frees a chunk (reclaim) it reads.
-  lingering_.reset();  // the file the last compaction replaced (let_go_last)
   const detail::LockFile::RecordPin pin = lock_->pin_records();
   std::optional<DataFile> source;
   detail::RecordsEnd end;
@@ -88,19 +87,26 @@ void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std:
 }
 
 void Store::Impl::let_go_last(DataFile old) {
-  // The other handles move to the new file at their next call, and the last
-  // to let the old one go pays for freeing it: 55-100 ms for 1M keys, which
-  // a get or put must not wait for. So this compaction waits a little for
-  // busy handles to move and frees the file itself; if some handle has not
-  // moved by then, the file waits here until the next compaction or this
-  // handle's end, by when they usually have. (Waiting longer for idle
-  // handles would make every compaction that much slower.)
-  constexpr auto kWait = std::chrono::milliseconds(20);
+  // The other handles move to the new file at their next call and let the
+  // old one go over the calls after it (retiring.hpp), 13-32 ms of work for
+  // 1M keys. The last of all to let it go pays for freeing it, 55-100 ms,
+  // which a get or put must not wait for: so this compaction waits a while
+  // for busy handles to let go, and frees the file itself. A handle idle for
+  // longer finds the file still held here, until the next compaction is
+  // through (or this handle closes), by when it has usually let go.
+  lingering_.reset();  // the previous compaction's: nobody uses it by now
+  if (!wait_until_alone(old)) lingering_ = std::make_unique<DataFile>(std::move(old));
+}
+
+bool Store::Impl::wait_until_alone(const DataFile& old) noexcept {
+  // Waiting longer for idle handles would make every compaction that much slower.
+  constexpr auto kWait = std::chrono::milliseconds(100);
   const auto deadline = std::chrono::steady_clock::now() + kWait;
-  while (old.open_elsewhere() && std::chrono::steady_clock::now() < deadline) {
+  while (old.open_elsewhere()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  if (old.open_elsewhere()) lingering_ = std::make_unique<DataFile>(std::move(old));
+  return true;
 }
 
 bool Store::Impl::converge(DataFile& source, DataFile& fresh, detail::RecordsEnd& end, std::uint64_t epoch,

@@ -7,7 +7,7 @@ namespace {
 constexpr std::uint64_t kStep = 2 * 1024 * 1024;  // ~0.3 ms here
 }  // namespace
 
-void Retiring::add(std::shared_ptr<DataFile> file) noexcept {
+void Retiring::replace(std::shared_ptr<DataFile> file) noexcept {
   std::shared_ptr<DataFile> previous;
   {
     const std::lock_guard<std::mutex> l(mutex_);

@@ -24,16 +24,19 @@ class Retiring {
   Retiring(const Retiring&) = delete;
   Retiring& operator=(const Retiring&) = delete;
 
-  // Takes `file` over (null: nothing). One still being let go goes at once.
-  void add(std::shared_ptr<DataFile> file) noexcept;
+  // Takes `file` over (null: nothing to do). One still being let go goes at once.
+  void add(std::shared_ptr<DataFile> file) noexcept {
+    if (file != nullptr) replace(std::move(file));
+  }
   // One step; a load and a branch when there is nothing to do.
   void step() noexcept {
     if (pending_.load(std::memory_order_relaxed)) step_slow();
   }
   // Lets the file go at once.
-  void clear() noexcept { add(nullptr); }
+  void clear() noexcept { replace(nullptr); }
 
  private:
+  void replace(std::shared_ptr<DataFile> file) noexcept;
   void step_slow() noexcept;
 
   std::atomic<bool> pending_{false};

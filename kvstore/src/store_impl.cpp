@@ -148,6 +148,9 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
 }
 
 Store::Impl::~Impl() {
+  // The last compaction's old file, if another handle still had it: this
+  // handle, not a get of theirs, should pay for freeing it.
+  if (lingering_) (void)wait_until_alone(*lingering_);
   if (!lock_) return;
   try {
     // The last handle out leaves the file durable and marked clean, so that the

@@ -109,6 +109,8 @@ class Store::Impl {
   // Lets the file a compaction replaced go once no other handle has it open,
   // or keeps it in lingering_ if that takes long.
   void let_go_last(detail::DataFile old);
+  // Waits a while for every other handle to let `old` go; false if some did not.
+  static bool wait_until_alone(const detail::DataFile& old) noexcept;
   // Catch-up rounds until one is short, with writes `pace` apart (0: not
   // paced); the bytes applied, or nothing if the file was replaced.
   std::optional<std::uint64_t> rounds(detail::DataFile& source, detail::DataFile& fresh, detail::RecordsEnd& end,
