@@ -19,7 +19,11 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kLockMagic = 0x4b434f4c53564bULL;  // "KVSLOCK"
-constexpr std::uint32_t kLockVersion = 4;  // 3: change_count, change_seq, change_waiters; 4: write_seq
+// 3: change_count, change_seq, change_waiters; 4: write_seq; 5: pacing, and
+// every open data file descriptor holds its open lock, which a compaction
+// relies on before it truncates the file it replaced (an older build's
+// mapping of it would fault).
+constexpr std::uint32_t kLockVersion = 5;
 
 // FORMAT.md "Lock file" gives this offset: slot-less readers of other builds rely on it.
 static_assert(offsetof(LockShared, write_seq) == 272);

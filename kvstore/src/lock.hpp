@@ -88,8 +88,7 @@ struct LockShared {
   // `paced_until` lies ahead, writes begin `paced_gap` apart, and
   // `paced_next` is the earliest moment the next one may begin. A deadline, not a flag: a
   // compaction that dies pacing stops pacing within a second. On the line
-  // every writer reads anyway; zero in a file set up by a build without
-  // pacing, which therefore shares lock files with this one.
+  // every writer reads anyway.
   std::atomic<std::int64_t> paced_until;
   std::atomic<std::int64_t> paced_next;
   std::atomic<std::int64_t> paced_gap;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "data_file.hpp"
 
@@ -44,5 +45,15 @@ class Retiring {
   std::shared_ptr<DataFile> file_;  // under mutex_
   std::uint64_t done_ = 0;          // bytes of it dropped so far
 };
+
+// A writable descriptor of the file `file` has open, by `path` while the path
+// still names it (same device and inode); invalid if not.
+[[nodiscard]] Fd open_writable_twin(const std::string& path, const DataFile& file) noexcept;
+
+// Frees the file behind `fd`, which must be unlinked and open nowhere else
+// (DataFile::open_elsewhere), a few MiB at a time from its end with a pause
+// between: freeing 150 MB of page cache at once holds a CPU in the kernel
+// for 55-100 ms here. Best effort: what is left goes with the last close.
+void shrink_in_steps(const Fd& fd) noexcept;
 
 }  // namespace kvstore::detail

@@ -108,7 +108,7 @@ class Store::Impl {
                          detail::BatchReplay& batches);
   // Lets the file a compaction replaced go once no other handle has it open,
   // or keeps it in lingering_ if that takes long.
-  void let_go_last(detail::DataFile old);
+  void let_go_last(detail::DataFile old, detail::Fd shrink);
   // Waits a while for every other handle to let `old` go; false if some did not.
   static bool wait_until_alone(const detail::DataFile& old) noexcept;
   // Catch-up rounds until one is short, with writes `pace` apart (0: not

@@ -11,6 +11,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <kvstore/store.hpp>
 #include <string>
 #include <thread>
@@ -271,4 +273,50 @@ TEST(MultiProcess, CompactionCatchUpKeepsBatchesWhole) {
   EXPECT_TRUE(s.check().empty());
   std::printf("%d batches against %llu compactions\n", batches,
               static_cast<unsigned long long>(s.stats().compactions));
+}
+
+// A compaction frees the file it replaced itself, truncating it, but only
+// once no other descriptor has it open: a for_each in another process, which
+// reads that file's records without the lock, must read on undisturbed (a
+// truncated mapping would kill it with SIGBUS) and see every value right.
+TEST(MultiProcess, AForEachInAnotherProcessOutlivesTheCompactionsOfItsFile) {
+  kvstore::test::TempDir d;
+  const std::string path = d.file("f.kv");
+  constexpr int kKeys = 20000;
+  auto key = [](int i) { return "k/" + std::to_string(i); };
+  auto value = [&](int i) { return std::string(100, 'v') + key(i); };
+  {
+    kvstore::Store s = kvstore::Store::open(path, tiny());
+    std::vector<kvstore::BatchOp> fill;
+    for (int i = 0; i < kKeys; ++i) fill.push_back({key(i), value(i), false});
+    s.apply(fill);
+  }
+  const std::string started = d.file("started");
+  const pid_t iterator = spawn([&] {
+    kvstore::Store s = kvstore::Store::open(path, tiny());
+    int seen = 0;
+    bool wrong = false;
+    s.for_each([&](std::string_view k, std::string_view v) {
+      const int i = std::stoi(std::string(k.substr(2)));
+      wrong = wrong || v != value(i);
+      if (++seen == 10) std::ofstream{started};  // the compactor waits for this
+      if (seen % 1000 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      return true;
+    });
+    return wrong ? kWrongValue : (seen == kKeys ? kOk : kNeverRemapped);
+  });
+  const pid_t compactor = spawn([&] {
+    kvstore::Store s = kvstore::Store::open(path, tiny());
+    while (!std::filesystem::exists(started)) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int n = 0; n < 3; ++n) {
+      s.put("round", std::to_string(n));  // something new each time
+      s.compact();
+    }
+    return s.stats().compactions >= 3 ? kOk : kTooFewCompactions;
+  });
+  EXPECT_EQ(kvstore::test::wait_for(compactor), kOk) << "compactor";
+  EXPECT_EQ(kvstore::test::wait_for(iterator), kOk) << "iterator";
+  kvstore::Store s = kvstore::Store::open(path, tiny());
+  EXPECT_EQ(s.get("round"), "2");
+  EXPECT_TRUE(s.check().empty());
 }
