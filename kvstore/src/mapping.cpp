@@ -144,6 +144,20 @@ void Mapping::drop_pages(std::uint64_t offset, std::uint64_t length) const noexc
   (void)::madvise(base_ + (offset & ~(kPage - 1)), length, MADV_DONTNEED);
 }
 
+void Mapping::populate_writable(std::uint64_t offset, std::uint64_t length) const noexcept {
+#ifdef MADV_POPULATE_WRITE
+  if (!writable_ || offset >= size_) return;
+  length = std::min(length, size_ - offset);
+  const std::uint64_t begin = offset & ~(kPage - 1);
+  // Best effort by design: a kernel without it (before 5.14) leaves the
+  // pages to fault one by one.
+  (void)::madvise(base_ + begin, offset + length - begin, MADV_POPULATE_WRITE);
+#else
+  (void)offset;
+  (void)length;
+#endif
+}
+
 int Mapping::sync_file_range_in(std::uint64_t offset, std::uint64_t length, unsigned flags) const noexcept {
   if (is_anonymous() || offset >= size_) return 0;  // no file behind it, or nothing of it mapped
   length = std::min(length, size_ - offset);

@@ -74,6 +74,11 @@ class Mapping {
   // (MADV_DONTNEED): a later access faults the page in again from the file.
   // A file mapping only (an anonymous one would lose its contents).
   void drop_pages(std::uint64_t offset, std::uint64_t length) const noexcept;
+  // Faults the pages of [offset, offset+length) in, writable, in one call
+  // (MADV_POPULATE_WRITE), for a caller about to write all of them: it spares
+  // a trap per page (the worst put while growing to 1M keys went from 68 to
+  // 55 ms here; the rest is the first touch of each page, dear in this guest).
+  void populate_writable(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
   // sync_file_range over the part of [offset, offset+length) that is mapped; 0 or -1 (errno).
