@@ -27,10 +27,14 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
   // not the end of the list, its records would replay out of order, and the
   // new link would cut off the chunks after it (lost to the next recovery).
   // One read per chunk, on the page the allocator walk reads anyway.
-  std::vector<HeldBlock> held{{root_offset_, sizeof(Root), "root"}};
+  std::vector<HeldBlock> held{{root_offset_, root_bytes(header().format_version), "root"}};
   try {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
     held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
+    if (const IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) {
+      held.push_back({reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base, 2 * root().slot_count * sizeof(Slot),  // NOLINT
+                      "growing index"});
+    }
     const ChunkHeader* tail = nullptr;
     chunks().for_each([&](const ChunkHeader& c) {
       tail = &c;
@@ -155,11 +159,15 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     std::uint64_t end;
     const char* what;
   };
-  std::vector<Block> blocks{{root_offset_, root_offset_ + sizeof(Root), "root"}};
+  std::vector<Block> blocks{{root_offset_, root_offset_ + root_bytes(header().format_version), "root"}};
   try {
     const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
     const auto t = reinterpret_cast<std::uintptr_t>(&index()[0]) - base;   // NOLINT
     blocks.push_back({t, t + root().slot_count * sizeof(Slot), "index"});
+    if (const IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) {
+      const auto sh = reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base;  // NOLINT
+      blocks.push_back({sh, sh + 2 * root().slot_count * sizeof(Slot), "growing index"});
+    }
     chunks().for_each([&](const ChunkHeader& c) {
       const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT
       blocks.push_back({at, at + sizeof(ChunkHeader) + c.capacity, "chunk"});

@@ -68,11 +68,12 @@ DataFile DataFile::create_image(const std::string& path, std::uint64_t size, std
 void DataFile::format(std::uint64_t size) {
   auto* h = new (map_.base()) FileHeader{};
   SegmentBuffer segment(bip::create_only, map_.base() + kHeaderSize, size - kHeaderSize);
-  void* r = segment.allocate(sizeof(Root), std::nothrow);
+  void* r = segment.allocate(root_bytes(kFormatVersion), std::nothrow);
   void* t = segment.allocate(HashIndex::kInitialSlots * sizeof(Slot), std::nothrow);
   if (r == nullptr || t == nullptr) throw Error(Errc::invalid_argument, path_ + ": initial size too small");
   std::memset(t, 0, HashIndex::kInitialSlots * sizeof(Slot));
   auto* root = new (r) Root{};
+  new (root + 1) IndexGrowth{};
   root->magic = kRootMagic;
   root->table = static_cast<Slot*>(t);
   root->slot_count = HashIndex::kInitialSlots;
@@ -131,6 +132,11 @@ void DataFile::validate_root() const {
   }
   (void)resolve(r.first_chunk, sizeof(ChunkHeader));
   (void)resolve(r.last_chunk, sizeof(ChunkHeader));
+  if (const IndexGrowth* g = growth()) {
+    const bool bad = g->shadow == nullptr ? g->progress != 0
+                                          : g->progress > 3 * n || resolve(g->shadow, 2 * n * sizeof(Slot)) == nullptr;
+    if (bad) throw Error(Errc::corrupt, path_ + ": bad index growth state", root_offset_);
+  }
 }
 
 void DataFile::adopt_size() {
@@ -250,8 +256,18 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
                                    std::to_string(r.slot_count) + " slots; run kvtool check",
                 root_offset_);
   }
-  const std::uint64_t n = HashIndex::slots_for(r.keys + extra_keys, r.slot_count);
-  if (n == r.slot_count) return;
+  if (growth() != nullptr) {
+    if (HashIndex::fits(r.keys + extra_keys, r.slot_count)) {
+      grow_index_a_step(r.keys + extra_keys);
+      return;
+    }
+    // More keys at once than the steps can keep up with (a large batch): the
+    // index doubles (or more) all at once, below.
+    drop_index_growth();
+  }
+  const Root& r_now = root();
+  const std::uint64_t n = HashIndex::slots_for(r_now.keys + extra_keys, r_now.slot_count);
+  if (n == r_now.slot_count) return;
   auto* fresh = static_cast<Slot*>(allocate(n * sizeof(Slot)));
   // The zeroing is most of a doubling's time: the first touch of each page
   // of the new table (at 1M slots, 44 of 60 ms even after the populate).
@@ -273,6 +289,7 @@ void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const 
   const std::uint64_t i = probe(r.key, hash, found);
   Slot& s = index()[i];
   Root& root_now = root();
+  const std::uint64_t was = found ? s.offset : 0;
   if (found) {
     const RecordView old = record_at(s.offset);
     root_now.dead_bytes += old.size;
@@ -284,6 +301,7 @@ void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const 
   }
   root_now.value_bytes += r.value.size();
   s.offset = record_offset;
+  mirror_slot(i, hash, was, record_offset);
 }
 
 bool DataFile::index_erase(std::string_view key, std::uint64_t hash) {
@@ -302,7 +320,9 @@ void DataFile::remove_slot(std::uint64_t i) {
   r.value_bytes -= old.value.size();
   if (r.keys != 0) --r.keys;  // a damaged count must not wrap: see reserve_slots
   crash_point("erase.counted");
-  ix.remove(i);
+  const Slot gone = ix[i];
+  mirror_slot(i, gone.hash, gone.offset, 0);
+  ix.remove(i, [&](std::uint64_t from, std::uint64_t to) { mirror_move(from, to, ix[to]); });
 }
 
 // ---------------------------------------------------------------- mutations

@@ -204,6 +204,21 @@ class DataFile {
   // Empties slot `i` (which holds a live key) and closes the gap behind it.
   void remove_slot(std::uint64_t i);
   void reserve_slots(std::uint64_t extra_keys);
+  // --- the index doubling a step per write (index_growth.cpp)
+  // The IndexGrowth after the root, or null (a file before version 3).
+  [[nodiscard]] IndexGrowth* growth() const noexcept;
+  // How many slots of the table the growing index holds copies of (0: none).
+  [[nodiscard]] std::uint64_t slots_copied() const noexcept;
+  // The growing index (growth()->shadow, checked). Throws Error(corrupt).
+  [[nodiscard]] HashIndex shadow() const;
+  // One step of the doubling, begun once `keys_after` passes 5/8 of the table.
+  void grow_index_a_step(std::uint64_t keys_after);
+  // Abandons a doubling under way.
+  void drop_index_growth();
+  // Slot `i` of the table went from (hash, offset `was`) to (hash, `now`); 0:
+  // empty. Made in the growing index too if it holds a copy of slot `i`.
+  void mirror_slot(std::uint64_t i, std::uint64_t hash, std::uint64_t was, std::uint64_t now);
+  void mirror_move(std::uint64_t from, std::uint64_t to, const Slot& s);
   // Room for `bytes` of records in the last chunk; grows the file if needed.
   void reserve_records(std::uint64_t bytes);
   std::uint64_t append(std::string_view key, std::string_view value, RecordType type,

@@ -24,7 +24,16 @@ std::uint64_t layout_fingerprint(std::uint32_t version) noexcept {
       sizeof(ChunkHeader), sizeof(Slot),       sizeof(RecordHeader), sizeof(SegmentManager),
       alignof(std::max_align_t), version,
   };
-  return crc32c(0, facts, sizeof facts) | (std::uint64_t{BOOST_VERSION} << 32);
+  std::uint32_t crc = crc32c(0, facts, sizeof facts);
+  if (version >= 3) {  // appended, so that the fingerprints of versions 1 and 2 stay what they were
+    const std::uint64_t growth = sizeof(IndexGrowth);
+    crc = crc32c(crc, &growth, sizeof growth);
+  }
+  return crc | (std::uint64_t{BOOST_VERSION} << 32);
+}
+
+std::uint64_t root_bytes(std::uint32_t version) noexcept {
+  return sizeof(Root) + (version >= 3 ? sizeof(IndexGrowth) : 0);
 }
 
 const unsigned char* current_boot_id() noexcept {
@@ -198,7 +207,8 @@ HeaderCheck read_and_validate_header(int fd, const std::string& path) {
     // one, so a retired (or unknown) state at the path is damage.
     throw Error(Errc::corrupt, path + ": header marks the file as replaced", offsetof(FileHeader, state));
   }
-  if (hc.root_offset < kHeaderSize || hc.root_offset + sizeof(Root) > hc.file_size ||
+  if (hc.root_offset < kHeaderSize ||
+      hc.root_offset + root_bytes(u32(offsetof(FileHeader, format_version))) > hc.file_size ||
       hc.root_offset % alignof(Root) != 0) {
     throw Error(Errc::corrupt, path + ": root offset out of bounds",
                 offsetof(FileHeader, root_offset));

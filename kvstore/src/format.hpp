@@ -24,7 +24,9 @@ inline constexpr std::uint64_t kMagic = 0x0145524f5453564bULL;  // "KVSTORE\x01"
 // with that never done: this build reads and writes it, but reclaims space
 // only in files created as version 2 (a compaction rewrites one as such), so
 // that a version 1 build never meets a list it would call damaged.
-inline constexpr std::uint32_t kFormatVersion = 2;
+// Version 3: an IndexGrowth follows the Root, and the index doubles a step
+// per write (layout.hpp); read and written as version 2 without it.
+inline constexpr std::uint32_t kFormatVersion = 3;
 inline constexpr std::uint32_t kOldestFormatVersion = 1;
 inline constexpr std::uint64_t kHeaderSize = 4096;
 inline constexpr std::uint64_t kMinFileSize = 64 * 1024;  // smallest file we create
@@ -117,6 +119,9 @@ void set_durable_mark(FileHeader& h, std::uint64_t chunks, std::uint64_t used) n
 // Boost structures in place (Boost version, pointer and layout sizes).
 // `version`: the format version the file says it has (see kFormatVersion).
 [[nodiscard]] std::uint64_t layout_fingerprint(std::uint32_t version = kFormatVersion) noexcept;
+// Bytes of the root block in a file of that version (the Root, and from
+// version 3 the IndexGrowth after it).
+[[nodiscard]] std::uint64_t root_bytes(std::uint32_t version) noexcept;
 
 // Reads the header with pread and checks everything that can be checked
 // without mapping: magic, version, fingerprint, checksum, sizes against the

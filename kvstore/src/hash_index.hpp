@@ -62,8 +62,38 @@ class HashIndex {
     slots_[i] = Slot{hash, offset};
   }
 
-  // Empties slot `i` and closes the gap behind it (backward shift).
-  void remove(std::uint64_t i) const noexcept;
+  // Empties slot `i` and closes the gap behind it (backward shift), telling
+  // `moved(from, to)` of every entry it moves.
+  template <class Moved>
+  void remove(std::uint64_t i, Moved&& moved) const noexcept {
+    // Pull later entries of the run into the hole so that every key stays
+    // reachable from its home slot without tombstones.
+    std::uint64_t j = i;
+    for (std::uint64_t n = 0; n < mask_; ++n) {  // bounded: a damaged index may have no empty slot
+      j = (j + 1) & mask_;
+      if (slots_[j].offset == 0) break;
+      const std::uint64_t home = slots_[j].hash & mask_;
+      const bool stays = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+      if (stays) continue;
+      slots_[i] = slots_[j];
+      moved(j, i);
+      i = j;
+    }
+    slots_[i] = Slot{0, 0};
+  }
+  void remove(std::uint64_t i) const noexcept {
+    remove(i, [](std::uint64_t, std::uint64_t) {});
+  }
+  // The slot holding the record at `offset` (its key hashing to `hash`), or
+  // kFull: no key comparison, records have one offset each.
+  [[nodiscard]] std::uint64_t find_offset(std::uint64_t hash, std::uint64_t offset) const noexcept {
+    for (std::uint64_t n = 0; n <= mask_; ++n) {
+      const std::uint64_t i = (hash + n) & mask_;
+      if (slots_[i].offset == offset) return i;
+      if (slots_[i].offset == 0) break;
+    }
+    return kFull;
+  }
   // Every occupied slot of this index, re-placed in `to` (a larger, empty index).
   void rehash_into(const HashIndex& to) const noexcept;
   // Offsets of every indexed record, in file order.

@@ -69,4 +69,16 @@ struct Root {
   std::uint64_t chunks;
 };
 
+// FORMAT.md "Index growth" (format version 3): right after the Root, in its
+// block. The index doubles a step per write instead of all at once: a table
+// of twice the slots (`shadow`) is zeroed, then the table's slots are copied
+// into it in order, and every change to a slot already copied is made in the
+// shadow too; once all are copied, the shadow becomes the table.
+struct IndexGrowth {
+  bip::offset_ptr<Slot> shadow;  // null: no doubling under way
+  // 0 .. 2n: shadow slots zeroed so far; 2n .. 3n: 2n + table slots copied
+  // (n = Root::slot_count).
+  std::uint64_t progress;
+};
+
 }  // namespace kvstore::detail

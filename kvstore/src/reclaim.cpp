@@ -90,6 +90,7 @@ void DataFile::move_if_live(const RecordView& rec) {
   reserve_records(rec.size);
   const std::uint64_t at = append(rec.key, rec.value, RecordType::put, 0);
   index()[i].offset = at;
+  mirror_slot(i, index()[i].hash, rec.offset, at);
   root().dead_bytes += rec.size;  // the original
   crash_point("reclaim.moved");
 }

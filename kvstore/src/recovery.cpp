@@ -110,6 +110,8 @@ bool DataFile::repair_index() {
     ix.insert_new(hash, offset);
     crash_point("repair_index.inserting");
   });
+  // A doubling under way starts over: its copies were of the index just rebuilt.
+  if (IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) g->progress = 0;
   // A writer that died between linking a new chunk and publishing it as the
   // last one left root.last_chunk short of the end (the chunks after it are
   // empty): appends go to the real end again. The scan just followed the list.

@@ -74,6 +74,7 @@ const std::pair<const char*, int> kPoints[] = {
     {"attach.slot_claimed", 1}, {"compact.copied", 3},     {"compact.caught_up", 3},
     {"compact.round", 3},       {"compact.catching_up", 3},
     {"reclaim.moved", 20},      {"reclaim.unlinked", 2},    {"reclaim.freed", 2},
+    {"grow_index.copied", 40},  {"grow_index.switched", 1},
 };
 
 // Every crash_point("...") in the library's sources is killed at by a test:

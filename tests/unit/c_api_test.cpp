@@ -226,7 +226,7 @@ TEST(CApi, OpenErrors) {
   EXPECT_EQ(open_code(d.file("corrupt.kv")), KVSTORE_CORRUPT);
   // Another format version with a correct checksum.
   bad = good;
-  const std::uint32_t version = 3;
+  const std::uint32_t version = 4;  // newer than this build
   std::memcpy(bad.data() + 8, &version, 4);
   const std::uint32_t crc = kvstore::detail::crc32c(0, bad.data(), kvstore::detail::kHeaderCrcBytes);
   std::memcpy(bad.data() + kvstore::detail::kHeaderCrcBytes, &crc, 4);

@@ -77,7 +77,7 @@ TEST(Format, OtherVersionOrBuildIsVersionMismatch) {
     }
     return kvstore::Errc::invalid_argument;
   };
-  EXPECT_EQ(rewrite(8, 3), kvstore::Errc::version_mismatch);       // a newer format_version
+  EXPECT_EQ(rewrite(8, 4), kvstore::Errc::version_mismatch);       // a newer format_version
   EXPECT_EQ(rewrite(8, 0), kvstore::Errc::version_mismatch);       // no format_version
   EXPECT_EQ(rewrite(16, 0x12345), kvstore::Errc::version_mismatch);  // fingerprint
 }
