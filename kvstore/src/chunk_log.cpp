@@ -226,10 +226,11 @@ bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {
     const std::uint64_t used = prev->used.load(std::memory_order_relaxed);
     std::memset(reinterpret_cast<char*>(prev + 1) + used, 0, prev->capacity - used);  // NOLINT
     prev->next = c;
-    // Closed, it never changes again: written back now, in the background,
-    // it costs the next sync (reclaim's, a compaction's, the last close's)
-    // only a wait already over.
-    map_.start_writeback(offset_of(prev), sizeof(ChunkHeader) + prev->capacity);
+    // Not written back here (sync_file_range, SYNC_FILE_RANGE_WRITE): that
+    // blocked the put that closed the chunk for 5-9 ms here once the device
+    // was busy (80 such puts growing to 1M keys, the worst 8.5-10 ms; 4.6 ms
+    // without). It made reclaiming's later syncs shorter: churn puts were
+    // 10% faster with it, and their 99.9th percentile twice as slow.
   } else {
     r.first_chunk = c;
   }

@@ -43,8 +43,6 @@ void DataFile::grow_index_a_step(std::uint64_t keys_after) {
   if (growth()->shadow == nullptr) {
     if (keys_after * 8 <= n * 5) return;
     auto* s = static_cast<Slot*>(allocate(2 * n * sizeof(Slot)));  // may move the mapping
-    map_.populate_writable(static_cast<std::uint64_t>(reinterpret_cast<char*>(s) - map_.base()),
-                           2 * n * sizeof(Slot));
     const AllocatorPhase phase(*this);  // a writer that dies in here leaves a full rebuild
     growth()->progress = 0;
     growth()->shadow = s;

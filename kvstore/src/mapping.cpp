@@ -158,20 +158,13 @@ void Mapping::populate_writable(std::uint64_t offset, std::uint64_t length) cons
 #endif
 }
 
-int Mapping::sync_file_range_in(std::uint64_t offset, std::uint64_t length, unsigned flags) const noexcept {
-  if (is_anonymous() || offset >= size_) return 0;  // no file behind it, or nothing of it mapped
-  length = std::min(length, size_ - offset);
-  return ::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(length), flags);
-}
-
 void Mapping::write_back(std::uint64_t offset, std::uint64_t length, const std::string& path) const {
+  if (is_anonymous() || offset >= size_) return;  // no file behind it, or nothing of it mapped
+  length = std::min(length, size_ - offset);
   constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-  if (sync_file_range_in(offset, length, kWait) != 0) throw_errno(path, "sync_file_range", errno);
-}
-
-void Mapping::start_writeback(std::uint64_t offset, std::uint64_t length) const noexcept {
-  // Best effort by design: a failure only leaves the pages to the next sync.
-  (void)sync_file_range_in(offset, length, SYNC_FILE_RANGE_WRITE);
+  if (::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(length), kWait) != 0) {
+    throw_errno(path, "sync_file_range", errno);
+  }
 }
 
 AnonymousMemory::AnonymousMemory(std::uint64_t bytes) : size_(bytes) {

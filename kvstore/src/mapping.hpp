@@ -66,9 +66,6 @@ class Mapping {
   // device flush or the metadata (sync_file_range): a sync() of any range
   // afterwards adds both, for this range too.
   void write_back(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
-  // Starts writing [offset, offset+length) back without waiting for it
-  // (sync_file_range): a later sync then finds those pages written already.
-  void start_writeback(std::uint64_t offset, std::uint64_t length) const noexcept;
   [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
   // Unmaps the pages of [offset, offset+length) but keeps the range reserved
   // (MADV_DONTNEED): a later access faults the page in again from the file.
@@ -81,9 +78,6 @@ class Mapping {
   void populate_writable(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
-  // sync_file_range over the part of [offset, offset+length) that is mapped; 0 or -1 (errno).
-  int sync_file_range_in(std::uint64_t offset, std::uint64_t length, unsigned flags) const noexcept;
-
   char* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t reserved_ = 0;
