@@ -52,6 +52,13 @@ void mixed_ops(Store& s, Model& model, int ops, std::uint64_t seed, int key_spac
   }
 }
 
+// A store whose index starts at 64 slots: a dozen doublings ahead of 40,000 keys.
+Options small_store() {
+  Options o;
+  o.initial_size = 64 * 1024;
+  return o;
+}
+
 }  // namespace
 
 TEST(IndexGrowth, MixedWritesAcrossManyDoublingsLoseNothing) {
@@ -59,9 +66,7 @@ TEST(IndexGrowth, MixedWritesAcrossManyDoublingsLoseNothing) {
   const std::string path = d.file("g.kv");
   Model model;
   {
-    Options o;
-    o.initial_size = 64 * 1024;  // an index of 64 slots: a dozen doublings ahead
-    Store s = Store::open(path, o);
+    Store s = Store::open(path, small_store());
     mixed_ops(s, model, 60000, 1, 40000);
     expect_same(s, model, "at the end");
     EXPECT_TRUE(s.check().empty());
@@ -73,8 +78,7 @@ TEST(IndexGrowth, MixedWritesAcrossManyDoublingsLoseNothing) {
 
 TEST(IndexGrowth, ReclaimingMovesDuringADoublingLoseNothing) {
   TempDir d;
-  Options o;
-  o.initial_size = 64 * 1024;
+  Options o = small_store();
   o.max_dead_fraction = 0.05;  // records move while the index grows
   Store s = Store::open(d.file("r.kv"), o);
   Model model;
@@ -86,9 +90,7 @@ TEST(IndexGrowth, ReclaimingMovesDuringADoublingLoseNothing) {
 
 TEST(IndexGrowth, ABatchLargerThanTheStepsDoublesAtOnce) {
   TempDir d;
-  Options o;
-  o.initial_size = 64 * 1024;
-  Store s = Store::open(d.file("b.kv"), o);
+  Store s = Store::open(d.file("b.kv"), small_store());
   Model model;
   mixed_ops(s, model, 3000, 4, 3000);  // leaves a doubling under way, likely
   std::vector<kvstore::BatchOp> batch;
@@ -109,12 +111,10 @@ TEST(IndexGrowth, ABatchLargerThanTheStepsDoublesAtOnce) {
 TEST(IndexGrowth, ErasesThatShiftEntriesAcrossTheCopyLoseNothing) {
   TempDir d;
   for (int store = 0; store < 60 && !HasFailure(); ++store) {
-    Options o;
-    o.initial_size = 64 * 1024;
     const std::string path = d.file("e" + std::to_string(store) + ".kv");
     Model model;
     {
-      Store s = Store::open(path, o);
+      Store s = Store::open(path, small_store());
       mixed_ops(s, model, 4000, 100 + static_cast<std::uint64_t>(store), 2500);
       expect_same(s, model, "store " + std::to_string(store));
     }
