@@ -140,6 +140,44 @@ TEST_F(Targeted, IndexIsTheLastChunk) {
   expect_refused(f, "index is the last chunk");
 }
 
+// The index growth fields after the Root (format version 3, FORMAT.md "Index growth").
+constexpr std::uint64_t kShadow = 88, kProgress = 96;
+
+TEST_F(Targeted, GrowingIndexOutsideTheFile) {
+  std::string f = good_;
+  set64(f, root_ + kShadow, std::uint64_t{1} << 40);
+  expect_refused(f, "growing index outside the file");
+  died_writing(f);
+  expect_recovered(f);
+}
+
+TEST_F(Targeted, GrowthProgressWithoutAGrowingIndex) {
+  std::string f = good_;
+  set64(f, root_ + kShadow, 1);  // null
+  set64(f, root_ + kProgress, 5);
+  expect_refused(f, "progress without a growing index");
+  died_writing(f);
+  expect_recovered(f);
+}
+
+TEST_F(Targeted, GrowthProgressPastItsEnd) {
+  std::string f = good_;
+  point(f, root_ + kShadow, target(f, root_ + kTable));  // in bounds, at least
+  set64(f, root_ + kProgress, std::uint64_t{1} << 62);
+  expect_refused(f, "progress past its end");
+  died_writing(f);
+  expect_recovered(f);
+}
+
+TEST_F(Targeted, GrowingIndexIsTheIndex) {
+  // In bounds and aligned, but the table's own block (and too small for it):
+  // zeroing it would wipe the index. The first attach finds the blocks overlap.
+  std::string f = good_;
+  point(f, root_ + kShadow, target(f, root_ + kTable));
+  set64(f, root_ + kProgress, 0);
+  expect_refused(f, "growing index is the index");
+}
+
 TEST_F(Targeted, LastChunkNotTheEnd) {
   std::string f = good_;
   ASSERT_NE(target(f, root_ + kFirstChunk), target(f, root_ + kLastChunk)) << "the store needs several chunks";
