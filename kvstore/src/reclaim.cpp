@@ -56,8 +56,9 @@ bool DataFile::look_at_oldest(std::uint64_t& budget, const std::function<bool()>
     reclaim_pos_ = 0;
     reclaim_moved_to_ = {};
   }
-  // A compaction measured here caught up on three bytes of moved records per
-  // byte its writer wrote, and never converged; unpinned, it converges.
+  // While records are pinned nothing is freed, and a compaction would catch
+  // up on the copies too: about three bytes of moved records per byte its
+  // writers wrote (measured here).
   if (reclaim_pos_ == 0 && pinned()) return false;
   // By offset: an append may grow the file, and the mapping may move.
   const std::uint64_t data = static_cast<std::uint64_t>(reinterpret_cast<const char*>(first + 1) - map_.base());
