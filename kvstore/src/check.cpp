@@ -19,6 +19,23 @@ std::string DataFile::without_path(const Error& e) const {
   return m.rfind(path_ + ": ", 0) == 0 ? m.substr(path_.size() + 2) : m;
 }
 
+std::vector<HeldBlock> DataFile::held_blocks(const ChunkHeader*& tail) const {
+  const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+  std::vector<HeldBlock> held{{root_offset_, root_bytes(header().format_version), "root"}};
+  held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
+  if (const IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) {
+    held.push_back({reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base, 2 * root().slot_count * sizeof(Slot),  // NOLINT
+                    "growing index"});
+  }
+  tail = nullptr;
+  chunks().for_each([&](const ChunkHeader& c) {
+    tail = &c;
+    held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
+    return true;
+  });
+  return held;
+}
+
 std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
   // The blocks writes rely on: the root and the index (freed when it
   // doubles), the last chunk (appended to), and every other chunk (were one
@@ -27,20 +44,10 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
   // not the end of the list, its records would replay out of order, and the
   // new link would cut off the chunks after it (lost to the next recovery).
   // One read per chunk, on the page the allocator walk reads anyway.
-  std::vector<HeldBlock> held{{root_offset_, root_bytes(header().format_version), "root"}};
+  std::vector<HeldBlock> held;
   try {
-    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
-    held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
-    if (const IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) {
-      held.push_back({reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base, 2 * root().slot_count * sizeof(Slot),  // NOLINT
-                      "growing index"});
-    }
     const ChunkHeader* tail = nullptr;
-    chunks().for_each([&](const ChunkHeader& c) {
-      tail = &c;
-      held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
-      return true;
-    });
+    held = held_blocks(tail);
     if (last_chunk_at_end && tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
       return "the last chunk is not the end of the chunk list";
     }
@@ -149,44 +156,29 @@ std::vector<std::string> DataFile::check() const {
 }
 
 void DataFile::check_allocations(const std::function<void(const std::string&)>& problem) const {
-  // The allocator's bookkeeping against ours: the blocks we hold (root, index,
-  // chunks) lie inside the segment, do not overlap, and fit in what the
+  // The allocator's bookkeeping against ours: the blocks we hold
+  // (held_blocks) lie inside the segment, do not overlap, and fit in what the
   // allocator counts as handed out; then the allocator's own blocks and free
   // tree, each of ours an allocated block among them (a bounded walk:
   // allocator_check.hpp).
-  struct Block {
-    std::uint64_t begin;
-    std::uint64_t end;
-    const char* what;
-  };
-  std::vector<Block> blocks{{root_offset_, root_offset_ + root_bytes(header().format_version), "root"}};
+  std::vector<HeldBlock> blocks;
   try {
-    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
-    const auto t = reinterpret_cast<std::uintptr_t>(&index()[0]) - base;   // NOLINT
-    blocks.push_back({t, t + root().slot_count * sizeof(Slot), "index"});
-    if (const IndexGrowth* g = growth(); g != nullptr && g->shadow != nullptr) {
-      const auto sh = reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base;  // NOLINT
-      blocks.push_back({sh, sh + 2 * root().slot_count * sizeof(Slot), "growing index"});
-    }
-    chunks().for_each([&](const ChunkHeader& c) {
-      const auto at = reinterpret_cast<std::uintptr_t>(&c) - base;  // NOLINT
-      blocks.push_back({at, at + sizeof(ChunkHeader) + c.capacity, "chunk"});
-      return true;
-    });
+    const ChunkHeader* tail = nullptr;
+    blocks = held_blocks(tail);
   } catch (const Error& e) {
     problem(e.what());
     return;
   }
-  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) { return a.begin < b.begin; });
+  std::sort(blocks.begin(), blocks.end(), [](const HeldBlock& a, const HeldBlock& b) { return a.offset < b.offset; });
   std::uint64_t held = 0;
   for (std::size_t i = 0; i < blocks.size(); ++i) {
-    held += blocks[i].end - blocks[i].begin;
-    if (blocks[i].begin < kHeaderSize || blocks[i].end > map_.size()) {
-      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].begin) + " lies outside the segment");
+    held += blocks[i].bytes;
+    if (blocks[i].offset < kHeaderSize || blocks[i].offset + blocks[i].bytes > map_.size()) {
+      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].offset) + " lies outside the segment");
     }
-    if (i > 0 && blocks[i].begin < blocks[i - 1].end) {
-      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].begin) + " overlaps the " +
-              blocks[i - 1].what + " at " + hex_offset(blocks[i - 1].begin));
+    if (i > 0 && blocks[i].offset < blocks[i - 1].offset + blocks[i - 1].bytes) {
+      problem(std::string(blocks[i].what) + " at " + hex_offset(blocks[i].offset) + " overlaps the " +
+              blocks[i - 1].what + " at " + hex_offset(blocks[i - 1].offset));
     }
   }
   const std::uint64_t segment_size = segment()->get_size();
@@ -198,10 +190,7 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     problem("allocator counts " + std::to_string(segment_size - free) + " bytes in use, but the store holds " +
             std::to_string(held));
   }
-  std::vector<HeldBlock> held_blocks;
-  held_blocks.reserve(blocks.size());
-  for (const Block& b : blocks) held_blocks.push_back({b.begin, b.end - b.begin, b.what});
-  if (const std::string p = check_allocator(map_.base(), map_.size(), std::move(held_blocks)); !p.empty()) problem(p);
+  if (const std::string p = check_allocator(map_.base(), map_.size(), std::move(blocks)); !p.empty()) problem(p);
 }
 
 }  // namespace kvstore::detail

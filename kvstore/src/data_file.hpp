@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "allocator_check.hpp"
 #include "chunk_log.hpp"
 #include "format.hpp"
 #include "hash_index.hpp"
@@ -231,6 +232,10 @@ class DataFile {
                      std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until = nullptr) const;
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
+  // The blocks the store holds: root, index, growing index (if any), then the
+  // chunks in list order, `tail` set to the last. Throws Error (a damaged
+  // pointer or chunk).
+  [[nodiscard]] std::vector<HeldBlock> held_blocks(const ChunkHeader*& tail) const;
   // What is wrong with what writes trust (see verify_for_writes), or "".
   [[nodiscard]] std::string problem_for_writes(bool last_chunk_at_end) const;
   // Whether root.last_chunk is the end of the chunk list, or what is wrong.

@@ -233,7 +233,8 @@ class LockFile {
   // Without a readable lock file the pin holds nothing (no writer can be
   // attached: it would have made the lock file).
   [[nodiscard]] RecordPin pin_records() const;
-  // Whether another descriptor holds a pin (a syscall: ask only to free a chunk).
+  // Whether another descriptor holds a pin (a syscall: reclaiming asks only as
+  // it begins a chunk and before it frees one).
   [[nodiscard]] bool records_pinned() const noexcept;
   // Which lock file this is (device, inode): two handles of one store share it.
   [[nodiscard]] std::pair<std::uint64_t, std::uint64_t> identity() const noexcept { return identity_; }
