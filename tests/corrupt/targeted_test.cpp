@@ -69,6 +69,13 @@ class Targeted : public ::testing::Test {
       EXPECT_EQ(e.code(), kvstore::Errc::corrupt) << e.what();
     }
   }
+  // Damage a clean file is refused for, and a dead writer's file (the same
+  // damage) is recovered from.
+  void expect_refused_then_recovered(std::string f, const char* why) {
+    expect_refused(f, why);
+    died_writing(f);
+    expect_recovered(f);
+  }
   // Recovery from the records: every key back, the store sound and writable.
   void expect_recovered(const std::string& f) {
     write_file(path_, f);
@@ -100,26 +107,20 @@ class Targeted : public ::testing::Test {
 TEST_F(Targeted, NullIndex) {
   std::string f = good_;
   set64(f, root_ + kTable, 1);
-  expect_refused(f, "null index");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "null index");
 }
 
 TEST_F(Targeted, IndexOutsideTheFile) {
   std::string f = good_;
   set64(f, root_ + kTable, std::uint64_t{1} << 40);
-  expect_refused(f, "index outside the file");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "index outside the file");
 }
 
 TEST_F(Targeted, IndexSizeWrapsTheBoundsCheck) {
   // 2^60 slots of 16 bytes: the byte count wraps to 0 and passed the old check.
   std::string f = good_;
   set64(f, root_ + kSlotCount, std::uint64_t{1} << 60);
-  expect_refused(f, "index size wraps");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "index size wraps");
 }
 
 TEST_F(Targeted, IndexInsideAChunk) {
@@ -146,27 +147,21 @@ constexpr std::uint64_t kShadow = 88, kProgress = 96;
 TEST_F(Targeted, GrowingIndexOutsideTheFile) {
   std::string f = good_;
   set64(f, root_ + kShadow, std::uint64_t{1} << 40);
-  expect_refused(f, "growing index outside the file");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "growing index outside the file");
 }
 
 TEST_F(Targeted, GrowthProgressWithoutAGrowingIndex) {
   std::string f = good_;
   set64(f, root_ + kShadow, 1);  // null
   set64(f, root_ + kProgress, 5);
-  expect_refused(f, "progress without a growing index");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "progress without a growing index");
 }
 
 TEST_F(Targeted, GrowthProgressPastItsEnd) {
   std::string f = good_;
   point(f, root_ + kShadow, target(f, root_ + kTable));  // in bounds, at least
   set64(f, root_ + kProgress, std::uint64_t{1} << 62);
-  expect_refused(f, "progress past its end");
-  died_writing(f);
-  expect_recovered(f);
+  expect_refused_then_recovered(f, "progress past its end");
 }
 
 TEST_F(Targeted, GrowingIndexIsTheIndex) {
@@ -182,9 +177,8 @@ TEST_F(Targeted, LastChunkNotTheEnd) {
   std::string f = good_;
   ASSERT_NE(target(f, root_ + kFirstChunk), target(f, root_ + kLastChunk)) << "the store needs several chunks";
   point(f, root_ + kLastChunk, target(f, root_ + kFirstChunk));
-  expect_refused(f, "last chunk not the end of the list");
-  died_writing(f);  // the in-place repair puts it back at the end
-  expect_recovered(f);
+  // Recovered by the in-place repair, which puts it back at the end.
+  expect_refused_then_recovered(f, "last chunk not the end of the list");
 }
 
 TEST_F(Targeted, SegmentSizeDamaged) {
@@ -192,9 +186,8 @@ TEST_F(Targeted, SegmentSizeDamaged) {
   // longer where it says, and the next grow would free through garbage.
   std::string f = good_;
   set64(f, kvstore::detail::kHeaderSize + 48, u64(f, kvstore::detail::kHeaderSize + 48) - 4096);
-  expect_refused(f, "segment size");
-  died_writing(f);  // in place would reuse the allocator: the full rebuild instead
-  expect_recovered(f);
+  // Recovered by the full rebuild: in place would reuse the allocator.
+  expect_refused_then_recovered(f, "segment size");
 }
 
 TEST_F(Targeted, KeyCountTooLow) {
