@@ -11,9 +11,6 @@ namespace kvstore::detail {
 namespace {
 
 constexpr std::uint64_t kMinChunk = 16 * 1024;
-// Also the unit of space reclamation (reclaim.cpp): a freed chunk costs a
-// sync of the records written while it was cleaned, about two chunks' worth.
-constexpr std::uint64_t kMaxChunk = 1024 * 1024;
 
 }  // namespace
 
@@ -205,7 +202,7 @@ bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {
   }
   // A chunk an eighth of the records so far, within bounds: few chunks for a
   // large store, little unused room for a small one.
-  std::uint64_t capacity = std::clamp<std::uint64_t>(root().record_bytes / 8, kMinChunk, kMaxChunk);
+  std::uint64_t capacity = std::clamp<std::uint64_t>(root().record_bytes / 8, kMinChunk, kMaxChunkBytes);
   capacity = std::max(capacity, round_up(bytes, kRecordAlign));
   void* p = nullptr;
   try {

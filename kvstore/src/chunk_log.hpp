@@ -26,6 +26,12 @@ enum class Replay {
             // the first damage after it ends history (ChunkLog::scan_to_tear)
 };
 
+// The largest chunk the writers open, and the most records a rebuild puts in
+// one chunk. Also the unit of space reclamation (reclaim.cpp): a freed chunk
+// costs a sync of the records written while it was cleaned, about two
+// chunks' worth, and a chunk is freed only once all of it has been moved.
+inline constexpr std::uint64_t kMaxChunkBytes = 1024 * 1024;
+
 // Where the records end: `chunks` chunks, the last holding `used` bytes of
 // records (what a durable mark and a compaction's copy name).
 struct RecordsEnd {

@@ -27,13 +27,23 @@ class DataFile::Rebuild {
           Rebuilt why)
       : source_(source), latest_(latest), max_size_(max_size), why_(why), image_(lay_out(path)),
         out_(path, image_.map_.size()) {
-    out_.set_stream_begin(records_begin_);
+    out_.set_stream_begin(spans_.empty() ? 0 : spans_.front().begin);
   }
 
   void copy_live_records();
   DataFile finish();
 
  private:
+  // Where the records of one chunk of the new file go.
+  struct Span {
+    std::uint64_t begin;  // file offset of the chunk's first record
+    std::uint64_t bytes;  // its records, which fill it
+  };
+
+  [[nodiscard]] std::vector<std::uint64_t> live_bitmap() const;
+  template <class F>
+  void for_each_live(const F& f) const;
+  [[nodiscard]] std::vector<std::uint64_t> chunk_sizes() const;
   DataFile lay_out(const std::string& path);
   void copy(const RecordView& r, std::uint64_t hash, const HashIndex& index);
 
@@ -42,15 +52,57 @@ class DataFile::Rebuild {
   std::uint64_t max_size_;
   Rebuilt why_;
   std::uint64_t live_bytes_ = latest_.live_record_bytes();
-  std::uint64_t records_begin_ = 0;  // where the one chunk's records go (0: no live record)
+  // The live records' offsets in the source, one bit per 8 bytes: the copy
+  // reads the source in file order, with no sort.
+  std::vector<std::uint64_t> live_ = live_bitmap();
+  std::vector<Span> spans_;  // in file order (none: no live record)
+  std::size_t span_ = 0;     // the chunk being filled
   DataFile image_;
   FileWriter out_;
 };
 
+std::vector<std::uint64_t> DataFile::Rebuild::live_bitmap() const {
+  std::vector<std::uint64_t> live((source_.map_.size() / kRecordAlign + 63) / 64);
+  latest_.for_each_live([&](std::uint64_t, std::uint64_t offset) {
+    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
+  });
+  return live;
+}
+
+template <class F>
+void DataFile::Rebuild::for_each_live(const F& f) const {
+  for (std::uint64_t w = 0; w < live_.size(); ++w) {
+    for (std::uint64_t bits = live_[w]; bits != 0; bits &= bits - 1) {
+      f(source_.record_at((w * 64 + static_cast<std::uint64_t>(std::countr_zero(bits))) * kRecordAlign));
+    }
+  }
+}
+
+std::vector<std::uint64_t> DataFile::Rebuild::chunk_sizes() const {
+  // Chunks no larger than the writers' own: reclaiming frees a chunk only
+  // once all of it is moved, and one chunk of a whole 1M-key store (136 MB)
+  // kept the file at 3x the live bytes through the churn after a compact.
+  // Each chunk is filled exactly, in file order: a record larger than the
+  // limit gets a chunk of its own.
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t filling = 0;
+  for_each_live([&](const RecordView& r) {
+    if (filling > 0 && filling + r.size > kMaxChunkBytes) {
+      sizes.push_back(filling);
+      filling = 0;
+    }
+    filling += r.size;
+  });
+  if (filling > 0) sizes.push_back(filling);
+  return sizes;
+}
+
 DataFile DataFile::Rebuild::lay_out(const std::string& path) {
   const std::uint64_t live_keys = latest_.live_keys();
+  const std::vector<std::uint64_t> sizes = chunk_sizes();
+  // Each chunk: its header and the allocator's (a few words).
   const std::uint64_t estimate = kHeaderSize + 64 * 1024 + HashIndex::slots_for(live_keys) * sizeof(Slot) +
-                                 sizeof(ChunkHeader) + live_bytes_;
+                                 sizes.size() * (sizeof(ChunkHeader) + 64) + live_bytes_;
   // The records stream straight to the new file; the rest (header, allocator,
   // index) is built in private memory and written after them (file_writer.hpp).
   DataFile d = create_image(path, std::max(estimate, kMinFileSize), std::max(max_size_, estimate + kPageSize));
@@ -59,20 +111,39 @@ DataFile DataFile::Rebuild::lay_out(const std::string& path) {
   d.header().hash_seed = source_.seed_;
   d.header().header_crc = crc32c(0, &d.header(), kHeaderCrcBytes);
   d.reserve_slots(live_keys);
-  if (live_bytes_ > 0) {
-    // One chunk of exactly the live bytes: nothing is left over to shrink away.
-    ChunkHeader* c = init_chunk(d.allocate(sizeof(ChunkHeader) + live_bytes_), live_bytes_, live_bytes_, 0);
-    d.root().first_chunk = c;
-    d.root().last_chunk = c;
-    d.root().chunks = 1;
-    records_begin_ = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
+  // Chunks filled exactly: nothing is left over to shrink away. Allocated
+  // from a fresh segment one after the other, they lie in file order, so the
+  // records stream out in one pass (the bytes between two chunks' records,
+  // the next chunk's header among them, are final once all are allocated).
+  ChunkHeader* prev = nullptr;
+  for (std::uint64_t i = 0; i < sizes.size(); ++i) {
+    ChunkHeader* c = init_chunk(d.allocate(sizeof(ChunkHeader) + sizes[i]), sizes[i], sizes[i], i);
+    if (prev == nullptr) {
+      d.root().first_chunk = c;
+    } else {
+      prev->next = c;
+    }
+    prev = c;
+    const auto begin = static_cast<std::uint64_t>(reinterpret_cast<char*>(c + 1) - d.map_.base());  // NOLINT
+    if (!spans_.empty() && begin < spans_.back().begin + spans_.back().bytes) {
+      throw Error(Errc::corrupt, path + ": the rebuilt file's chunks are out of order");  // cannot happen
+    }
+    spans_.push_back({begin, sizes[i]});
   }
+  d.root().last_chunk = prev;
+  d.root().chunks = sizes.size();
   return d;
 }
 
 void DataFile::Rebuild::copy(const RecordView& r, std::uint64_t hash, const HashIndex& index) {
+  if (out_.stream_position() == spans_[span_].begin + spans_[span_].bytes && span_ + 1 < spans_.size()) {
+    // The next chunk: the stream goes on through its header.
+    const std::uint64_t from = out_.stream_position();
+    ++span_;
+    out_.append(image_.map_.base() + from, spans_[span_].begin - from);
+  }
   const std::uint64_t offset = out_.stream_position();
-  if (r.size > records_begin_ + live_bytes_ - offset) {
+  if (r.size > spans_[span_].begin + spans_[span_].bytes - offset) {
     throw Error(Errc::corrupt, source_.path_ + ": live records outgrow their count");  // cannot happen
   }
   if (r.flags == 0) {
@@ -94,12 +165,6 @@ void DataFile::Rebuild::copy(const RecordView& r, std::uint64_t hash, const Hash
 }
 
 void DataFile::Rebuild::copy_live_records() {
-  // The live records in file order, as a bitmap of their offsets (one bit per
-  // 8 bytes): the copy then reads the source sequentially, with no sort.
-  std::vector<std::uint64_t> live((source_.map_.size() / kRecordAlign + 63) / 64);
-  latest_.for_each_live([&](std::uint64_t, std::uint64_t offset) {
-    live[offset / kRecordAlign / 64] |= std::uint64_t{1} << (offset / kRecordAlign % 64);
-  });
   const HashIndex index = image_.index();
   const std::uint64_t mask = index.count() - 1;
   // Records in groups, each record's slot prefetched before the group is
@@ -107,20 +172,17 @@ void DataFile::Rebuild::copy_live_records() {
   constexpr std::size_t kGroup = 32;
   std::array<std::pair<RecordView, std::uint64_t>, kGroup> group;
   std::size_t grouped = 0;
-  for (std::uint64_t w = 0; w < live.size(); ++w) {
-    for (std::uint64_t bits = live[w]; bits != 0; bits &= bits - 1) {
-      const RecordView r = source_.record_at((w * 64 + static_cast<std::uint64_t>(std::countr_zero(bits))) * kRecordAlign);
-      const std::uint64_t hash = key_hash(r.key, image_.seed_);
-      __builtin_prefetch(&index[hash & mask], 1);
-      group[grouped++] = {r, hash};
-      if (grouped == kGroup) {
-        for (const auto& [rec, h] : group) copy(rec, h, index);
-        grouped = 0;
-      }
+  for_each_live([&](const RecordView& r) {
+    const std::uint64_t hash = key_hash(r.key, image_.seed_);
+    __builtin_prefetch(&index[hash & mask], 1);
+    group[grouped++] = {r, hash};
+    if (grouped == kGroup) {
+      for (const auto& [rec, h] : group) copy(rec, h, index);
+      grouped = 0;
     }
-  }
+  });
   for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second, index);
-  if (out_.stream_position() != records_begin_ + live_bytes_) {
+  if (!spans_.empty() && (span_ + 1 != spans_.size() || out_.stream_position() != spans_.back().begin + spans_.back().bytes)) {
     throw Error(Errc::corrupt, source_.path_ + ": live records fall short of their count");  // cannot happen
   }
 }
@@ -153,13 +215,13 @@ DataFile DataFile::Rebuild::finish() {
   to.change_count = from.change_count;
   to.generation.store(from.generation.load() + 1);
   // The file is written and synced whole before anyone maps it: durable to
-  // the end of its one chunk, and clean.
-  set_durable_mark(to, live_bytes_ > 0 ? 1 : 0, live_bytes_);
+  // the end of its last chunk, and clean.
+  set_durable_mark(to, spans_.size(), spans_.empty() ? 0 : spans_.back().bytes);
   seal_clean(to);
   d.max_size_ = max_size_;
   // Everything but the records, which are in the file already.
-  const std::uint64_t gap_begin = live_bytes_ > 0 ? records_begin_ : new_size;
-  const std::uint64_t gap_end = live_bytes_ > 0 ? records_begin_ + live_bytes_ : new_size;
+  const std::uint64_t gap_begin = spans_.empty() ? new_size : spans_.front().begin;
+  const std::uint64_t gap_end = spans_.empty() ? new_size : spans_.back().begin + spans_.back().bytes;
   out_.write(d.map_.base(), gap_begin, 0);
   out_.write(d.map_.base() + gap_end, new_size - gap_end, gap_end);
   d.fd_ = out_.finish(new_size);

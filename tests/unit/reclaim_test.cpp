@@ -225,3 +225,33 @@ TEST(Reclaim, AVersion1FileIsNeverReclaimed) {
   }
   EXPECT_EQ(kvstore::test::read_file(path)[offsetof(kvstore::detail::FileHeader, format_version)], 1);
 }
+
+TEST(Reclaim, AfterACompactTheChurnStaysWithinTwiceTheLiveBytes) {
+  // compact() lays the live records out in chunks no larger than the
+  // writers' own: a chunk is freed only once all of it has been moved, and
+  // with one chunk of them all the file had to hold both copies of most
+  // records (2.96x the raw bytes at 1M keys, against 2.09 from a fresh load).
+  TempDir d;
+  Store s = Store::open(d.file("s.kv"), small());
+  std::map<std::string, std::string> model;
+  constexpr std::uint64_t kKeys = 40000;
+  for (std::uint64_t i = 0; i < kKeys; ++i) {
+    s.put(key_of(i), value_of(i, 0));
+    model[key_of(i)] = value_of(i, 0);
+  }
+  s.compact();
+  const std::uint64_t live = s.stats().record_bytes;
+  // The records the file must hold at the worst moment of the churn (its
+  // size proper grows in doublings at this scale, which would hide it).
+  std::uint64_t most = 0;
+  std::mt19937_64 rng(4);
+  for (std::uint64_t n = 0; n < 3 * kKeys; ++n) {
+    const std::uint64_t i = rng() % kKeys;
+    s.put(key_of(i), value_of(i, n));
+    model[key_of(i)] = value_of(i, n);
+    most = std::max(most, s.stats().record_bytes);
+  }
+  // Measured: 1.50x here; 2.13x with one chunk.
+  EXPECT_LT(most, 2 * live);
+  expect_holds(s, model);
+}
