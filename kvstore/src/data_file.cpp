@@ -443,11 +443,30 @@ void DataFile::sync_tail() {
   tail_end_ = 0;
 }
 
-bool DataFile::sync_records(std::uint64_t budget) {
+std::vector<FileRange> DataFile::unsynced_records(const DurableMark& mark, std::uint64_t budget,
+                                                  RecordsEnd& reached) const {
   // Records before the durable mark are on disk already; the rest lies in the
   // mark's chunk and those after it. Far less than sync_all(), which also
   // writes every index page the puts since the last sync dirtied (recovery
   // after a power cut rebuilds the index from the records: it needs none).
+  std::vector<FileRange> ranges;
+  reached = {mark.chunks, mark.used};
+  std::uint64_t bytes = 0;
+  chunks().for_each([&](const ChunkHeader& c) {
+    if (c.ordinal + 1 < mark.chunks) return true;
+    if (bytes >= budget) return false;
+    // The header too: `used` and the link moved.
+    const std::uint64_t used = c.used.load(std::memory_order_relaxed);
+    ranges.push_back({static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base()),
+                      sizeof(ChunkHeader) + used});
+    bytes += used - (c.ordinal + 1 == mark.chunks ? std::min(used, mark.used) : 0);
+    reached = {c.ordinal + 1, used};
+    return true;
+  });
+  return ranges;
+}
+
+void DataFile::sync_records(std::uint64_t budget) {
   // Chunk by chunk, moving the mark as it goes: after a bulk load the first
   // call may find a hundred MiB unsynced, and no single write may wait for all.
   FileHeader& h = header();
@@ -455,29 +474,13 @@ bool DataFile::sync_records(std::uint64_t budget) {
   if (!mark.valid) {
     sync_all();
     mark_durable();
-    return true;
+    return;
   }
-  RecordsEnd reached{mark.chunks, mark.used};
-  std::uint64_t bytes = 0;
-  bool all = true;
-  chunks().for_each([&](const ChunkHeader& c) {
-    if (c.ordinal + 1 < mark.chunks) return true;
-    if (bytes >= budget) {
-      all = false;
-      return false;
-    }
-    // The header too: `used` and the link moved. Data only: the flush below
-    // makes it durable, with the metadata, for all the chunks at once.
-    const std::uint64_t used = c.used.load(std::memory_order_relaxed);
-    map_.write_back(static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base()),
-                    sizeof(ChunkHeader) + used, path_);
-    bytes += used - (c.ordinal + 1 == mark.chunks ? std::min(used, mark.used) : 0);
-    reached = {c.ordinal + 1, used};
-    return true;
-  });
+  RecordsEnd reached;
+  // Data only: the flush below makes it durable, with the metadata, for all the chunks at once.
+  for (const FileRange& r : unsynced_records(mark, budget, reached)) map_.write_back(r.offset, r.length, path_);
   map_.sync(0, kHeaderSize, path_);  // the published size (a chunk may lie in a grown part), and the flush
   if (reached.chunks != mark.chunks || reached.used != mark.used) set_durable_mark(h, reached.chunks, reached.used);
-  return all;
 }
 
 // ---------------------------------------------------------------- reads

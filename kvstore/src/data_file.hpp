@@ -5,7 +5,10 @@
 #pragma once
 
 #include <cstdint>
+#include <atomic>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -120,9 +123,14 @@ class DataFile {
   void sync_tail();
   // Makes the records after the durable mark durable, with the chunk headers
   // that count and link them (not the index), and moves the mark past them:
-  // whole chunks, until `budget` bytes of records are done. Returns whether
-  // it reached the end (every record is durable).
-  bool sync_records(std::uint64_t budget);
+  // whole chunks, until `budget` bytes of records are done.
+  void sync_records(std::uint64_t budget);
+  // Whether reclaiming queued a sync of records for after the write lock.
+  [[nodiscard]] bool sync_queued() const noexcept { return deferred_ && deferred_->queued.load(std::memory_order_acquire); }
+  // Runs that sync (no lock: it reads nothing of the mapping), by the thread
+  // that queued it, once its write section has let the lock go. The next
+  // reclaiming write moves the durable mark, or retries it if it failed.
+  void run_queued_sync() noexcept;
 
   // --- history (any lock)
   // The record chunks, as a view valid while this DataFile stays where it is.
@@ -252,6 +260,14 @@ class DataFile {
   void move_if_live(const RecordView& rec);
   // Whether the durable mark is at or past `end`.
   [[nodiscard]] bool durable_through(const RecordsEnd& end) const noexcept;
+  // The records after the durable `mark` and their chunk headers, as file
+  // ranges in list order, whole chunks until `budget` bytes of records are
+  // taken; `reached` is where they end.
+  [[nodiscard]] std::vector<FileRange> unsynced_records(const DurableMark& mark, std::uint64_t budget,
+                                                       RecordsEnd& reached) const;
+  // Under the write lock: moves the durable mark past what a queued sync made
+  // durable, or queues one. Returns whether it synced here instead.
+  bool sync_records_after_unlock();
   // Cuts the oldest chunk off the list and frees it (its copies are durable).
   void free_first_chunk();
 
@@ -276,6 +292,16 @@ class DataFile {
   std::uint64_t reclaim_ordinal_ = 0;
   std::uint64_t reclaim_pos_ = 0;
   RecordsEnd reclaim_moved_to_;  // where the records ended once it was all looked at
+  // A sync of records that reclaiming queued for after the write lock: the
+  // flush held every reader and writer of the store for 5-10 ms here.
+  struct QueuedSync {
+    std::mutex m;
+    std::atomic<bool> queued{false};
+    enum class State { idle, queued, running, done, failed } state = State::idle;
+    std::vector<FileRange> ranges;
+    RecordsEnd reached;  // where the records those ranges hold end
+  };
+  std::unique_ptr<QueuedSync> deferred_ = std::make_unique<QueuedSync>();
 };
 
 // Marks the header while the segment allocator (or a grow) is being changed:

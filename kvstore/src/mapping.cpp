@@ -167,6 +167,23 @@ void Mapping::write_back(std::uint64_t offset, std::uint64_t length, const std::
   }
 }
 
+int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept {
+  constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+  for (const FileRange& r : ranges) {
+    while (::sync_file_range(fd, static_cast<off64_t>(r.offset), static_cast<off64_t>(r.length), kWait) != 0) {
+      if (errno != EINTR) return errno;
+    }
+  }
+  // The flush: an msync of a range is the one call that flushes the device
+  // without writing every dirty page of the file (fdatasync would write the
+  // whole index too). Through a mapping of our own, which no remap moves.
+  void* p = ::mmap(nullptr, kPage, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return ::fdatasync(fd) == 0 ? 0 : errno;
+  const int err = ::msync(p, kPage, MS_SYNC) == 0 ? 0 : errno;
+  ::munmap(p, kPage);
+  return err;
+}
+
 AnonymousMemory::AnonymousMemory(std::uint64_t bytes) : size_(bytes) {
   void* p = map_range(nullptr, bytes, -1, 0, true);
   if (p == MAP_FAILED) throw std::bad_alloc();

@@ -33,6 +33,18 @@ class Fd {
 // Throws Error(io or no_space) describing errno for `what` on `path`.
 [[noreturn]] void throw_errno(const std::string& path, const std::string& what, int err);
 
+// A range of a file.
+struct FileRange {
+  std::uint64_t offset;
+  std::uint64_t length;
+};
+
+// Writes `ranges` of the file behind `fd` back, waits for them, then makes
+// them durable with one flush of the device (with the file's first page).
+// Needs no mapping, so any thread may call it while another remaps the file.
+// Returns 0 or the errno of the call that failed.
+[[nodiscard]] int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept;
+
 // A MAP_SHARED mapping of the first `size` bytes of a file (or anonymous
 // memory standing in for one, see anonymous()), inside a larger
 // reservation of address space so that growing maps the new tail in place:
