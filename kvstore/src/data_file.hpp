@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <atomic>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -125,12 +126,15 @@ class DataFile {
   // that count and link them (not the index), and moves the mark past them:
   // whole chunks, until `budget` bytes of records are done.
   void sync_records(std::uint64_t budget);
-  // Whether reclaiming queued a sync of records for after the write lock.
-  [[nodiscard]] bool sync_queued() const noexcept { return deferred_ && deferred_->queued.load(std::memory_order_acquire); }
-  // Runs that sync (no lock: it reads nothing of the mapping), by the thread
-  // that queued it, once its write section has let the lock go. The next
-  // reclaiming write moves the durable mark, or retries it if it failed.
-  void run_queued_sync() noexcept;
+  // Whether this thread's write left work for after the write lock: a sync of
+  // records that reclaiming queued, or one it must wait for.
+  [[nodiscard]] bool work_after_lock() const noexcept;
+  // Does it, once the write section has let the lock go: runs the queued sync
+  // (no lock: it reads nothing of the mapping), or waits for the one another
+  // thread of this handle runs, so that writers cannot outrun reclaiming (as
+  // they did without the wait: four threads left 0.81 of the records dead).
+  // The next reclaiming write moves the durable mark, or retries a failed sync.
+  void do_work_after_lock() noexcept;
 
   // --- history (any lock)
   // The record chunks, as a view valid while this DataFile stays where it is.
@@ -296,6 +300,7 @@ class DataFile {
   // flush held every reader and writer of the store for 5-10 ms here.
   struct QueuedSync {
     std::mutex m;
+    std::condition_variable finished;
     std::atomic<bool> queued{false};
     enum class State { idle, queued, running, done, failed } state = State::idle;
     std::vector<FileRange> ranges;

@@ -54,13 +54,13 @@ class Store::Impl::WriteSection {
   WriteSection& operator=(const WriteSection&) = delete;
   ~WriteSection() {
     auto retired = impl_.take_retired();
-    // A sync that reclaiming queued (reclaim.cpp): made after the lock, so
-    // that no reader or writer waits for the device.
-    std::shared_ptr<detail::DataFile> syncing = impl_.file_ && impl_.file_->sync_queued() ? impl_.file_ : nullptr;
+    // A sync that reclaiming needs (reclaim.cpp): made after the lock, so
+    // that no reader or other writer waits for the device.
+    std::shared_ptr<detail::DataFile> syncing = impl_.file_ && impl_.file_->work_after_lock() ? impl_.file_ : nullptr;
     impl_.lock_->unlock_write();
     impl_.retiring_.add(std::move(retired));  // let go a step per call, after the lock (retiring.hpp)
     impl_.retiring_.step();
-    if (syncing) syncing->run_queued_sync();
+    if (syncing) syncing->do_work_after_lock();
   }
 
  private:
