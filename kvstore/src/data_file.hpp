@@ -4,9 +4,9 @@
 // write lock for everything else.
 #pragma once
 
-#include <cstdint>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>

@@ -182,7 +182,8 @@ void DataFile::Rebuild::copy_live_records() {
     }
   });
   for (std::size_t g = 0; g < grouped; ++g) copy(group[g].first, group[g].second, index);
-  if (!spans_.empty() && (span_ + 1 != spans_.size() || out_.stream_position() != spans_.back().begin + spans_.back().bytes)) {
+  if (!spans_.empty() &&
+      (span_ + 1 != spans_.size() || out_.stream_position() != spans_.back().begin + spans_.back().bytes)) {
     throw Error(Errc::corrupt, source_.path_ + ": live records fall short of their count");  // cannot happen
   }
 }

@@ -101,7 +101,9 @@ void DataFile::do_work_after_lock() noexcept {
     q.state = err == 0 ? QueuedSync::State::done : QueuedSync::State::failed;
     q.finished.notify_all();
   } else if (std::exchange(t_waits_for_sync, false)) {
-    q.finished.wait(lock, [&] { return q.state != QueuedSync::State::queued && q.state != QueuedSync::State::running; });
+    q.finished.wait(lock, [&] {
+      return q.state != QueuedSync::State::queued && q.state != QueuedSync::State::running;
+    });
   }
   t_waits_for_sync = false;
 }

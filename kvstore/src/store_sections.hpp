@@ -56,7 +56,8 @@ class Store::Impl::WriteSection {
     auto retired = impl_.take_retired();
     // A sync that reclaiming needs (reclaim.cpp): made after the lock, so
     // that no reader or other writer waits for the device.
-    std::shared_ptr<detail::DataFile> syncing = impl_.file_ && impl_.file_->work_after_lock() ? impl_.file_ : nullptr;
+    std::shared_ptr<detail::DataFile> syncing;
+    if (impl_.file_ && impl_.file_->work_after_lock()) syncing = impl_.file_;
     impl_.lock_->unlock_write();
     impl_.retiring_.add(std::move(retired));  // let go a step per call, after the lock (retiring.hpp)
     impl_.retiring_.step();
