@@ -147,9 +147,11 @@ bool DataFile::durable_through(const RecordsEnd& end) const noexcept {
 }
 
 void DataFile::move_if_live(const RecordView& rec) {
-  bool found = false;
-  const std::uint64_t i = probe(rec.key, key_hash(rec.key, seed_), found);
-  if (!found || index()[i].offset != rec.offset) return;  // overwritten or erased since
+  // Live while a slot holds its offset. Offsets only: comparing keys would
+  // read the record an overwritten key's slot now points at (a cache miss
+  // for every dead version looked at).
+  const std::uint64_t i = index().find_offset(key_hash(rec.key, seed_), rec.offset);
+  if (i == HashIndex::kFull) return;  // overwritten or erased since
   // `rec` stays readable if this grows the file: a mapping that moves keeps
   // its old range mapped (mapping.hpp). The index does not move: `i` stays.
   reserve_records(rec.size);
