@@ -477,9 +477,12 @@ void DataFile::sync_records(std::uint64_t budget) {
     return;
   }
   RecordsEnd reached;
-  // Data only: the flush below makes it durable, with the metadata, for all the chunks at once.
-  for (const FileRange& r : unsynced_records(mark, budget, reached)) map_.write_back(r.offset, r.length, path_);
-  map_.sync(0, kHeaderSize, path_);  // the published size (a chunk may lie in a grown part), and the flush
+  // The same write-back and flush as a sync queued for after the lock
+  // (reclaim.cpp); the header page with it holds the published size (a chunk
+  // may lie in a grown part).
+  if (const int err = write_back_and_flush(fd_.get(), unsynced_records(mark, budget, reached)); err != 0) {
+    throw_errno(path_, "sync", err);
+  }
   if (reached.chunks != mark.chunks || reached.used != mark.used) set_durable_mark(h, reached.chunks, reached.used);
 }
 

@@ -301,7 +301,7 @@ class DataFile {
   struct QueuedSync {
     std::mutex m;
     std::condition_variable finished;
-    std::atomic<bool> queued{false};
+    std::atomic<bool> queued{false};  // state == queued, read without `m` by every write section
     enum class State { idle, queued, running, done, failed } state = State::idle;
     std::vector<FileRange> ranges;
     RecordsEnd reached;  // where the records those ranges hold end

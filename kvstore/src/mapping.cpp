@@ -158,15 +158,6 @@ void Mapping::populate_writable(std::uint64_t offset, std::uint64_t length) cons
 #endif
 }
 
-void Mapping::write_back(std::uint64_t offset, std::uint64_t length, const std::string& path) const {
-  if (is_anonymous() || offset >= size_) return;  // no file behind it, or nothing of it mapped
-  length = std::min(length, size_ - offset);
-  constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
-  if (::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(length), kWait) != 0) {
-    throw_errno(path, "sync_file_range", errno);
-  }
-}
-
 int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept {
   constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
   for (const FileRange& r : ranges) {

@@ -74,10 +74,6 @@ class Mapping {
   void resize(std::uint64_t new_size, const std::string& path);
   // msync(MS_SYNC) of [offset, offset+length), rounded out to pages.
   void sync(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
-  // Writes [offset, offset+length) back and waits for it, without the
-  // device flush or the metadata (sync_file_range): a sync() of any range
-  // afterwards adds both, for this range too.
-  void write_back(std::uint64_t offset, std::uint64_t length, const std::string& path) const;
   [[nodiscard]] bool is_anonymous() const noexcept { return fd_ < 0; }
   // Unmaps the pages of [offset, offset+length) but keeps the range reserved
   // (MADV_DONTNEED): a later access faults the page in again from the file.
