@@ -336,7 +336,10 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
   const double limit = options_.max_dead_fraction;
   if (limit <= 0 || reclaim_broken_) return;
   const detail::Root& r = file_->root();
-  if (static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) return;
+  if (r.dead_bytes <= options_.min_dead_bytes ||
+      static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) {
+    return;
+  }
   try {
     file_->reclaim(churned * kPace, [&] { return lock_->records_pinned(); });
   } catch (const Error& e) {

@@ -168,6 +168,7 @@ inline kvstore::Options small_store(kvstore::Sync sync = kvstore::Sync::none) {
   o.initial_size = 64 * 1024;
   o.sync = sync;
   o.max_dead_fraction = 0.1;  // reclaiming often, so that kills land inside it
+  o.min_dead_bytes = 0;
   o.lock_timeout = std::chrono::milliseconds(20'000);
   return o;
 }

@@ -108,6 +108,7 @@ int main(int argc, char** argv) {
     // limit keeps space reclamation (and its syncs and frees) running
     // throughout, so that the cuts land in it too.
     opt.max_dead_fraction = 0.02;
+    opt.min_dead_bytes = 0;
     kvstore::Store s = kvstore::Store::open(argv[1], opt);
     log_line(log, "opened");
     powercut::Sequence seq;

@@ -80,6 +80,7 @@ TEST(IndexGrowth, ReclaimingMovesDuringADoublingLoseNothing) {
   TempDir d;
   Options o = small_store();
   o.max_dead_fraction = 0.05;  // records move while the index grows
+  o.min_dead_bytes = 0;
   Store s = Store::open(d.file("r.kv"), o);
   Model model;
   mixed_ops(s, model, 40000, 2, 3000);  // few keys, many overwrites: much to reclaim

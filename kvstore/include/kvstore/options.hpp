@@ -41,6 +41,13 @@ struct Options {
   // file stays under twice the raw bytes of 1M 16+100-byte pairs under
   // overwrites (1.86x; 2.09x at 0.25, with a churn 18% faster).
   double max_dead_fraction = 0.2;
+  // ... but dead bytes up to this many are left alone, whatever their share.
+  // In a small store that is rewritten often, most of the oldest chunk is
+  // still live at a share of 0.2: reclaiming it appends those records again,
+  // and every chunk freed waits for a sync. 1000 counters incremented took
+  // 4.6 us a call that way against 0.49 us without reclaiming, and with this
+  // floor 0.56 us (the file: 1 MiB, 8 MiB). 0: the share alone decides.
+  std::uint64_t min_dead_bytes = std::uint64_t{4} << 20;
   // Longest wait for the store's lock before Errc::busy (for a read without
   // a reader slot: for a moment when no writer holds it, and for a read that
   // no writer disturbs).
