@@ -74,18 +74,18 @@ struct Link {
 
 class Reader {
  public:
-  Reader(const char* base, std::uint64_t mapped) : base_(base), mapped_(mapped) {}
+  explicit Reader(const ByteSource& bytes) : bytes_(bytes) {}
   // Callers keep `at + 8 <= mapped`.
-  [[nodiscard]] std::uint64_t u64(std::uint64_t at) const noexcept {
+  [[nodiscard]] std::uint64_t u64(std::uint64_t at) const {
     std::uint64_t v = 0;
-    std::memcpy(&v, base_ + at, sizeof v);
+    bytes_.read(at, &v, sizeof v);
     return v;
   }
-  [[nodiscard]] Block block(std::uint64_t at) const noexcept {
+  [[nodiscard]] Block block(std::uint64_t at) const {
     const std::uint64_t word = u64(at + 8);
     return {u64(at), word & kSizeMask, (word & kPrevAllocatedBit) != 0, (word & kAllocatedBit) != 0};
   }
-  [[nodiscard]] Link link(std::uint64_t field, bool parent) const noexcept {
+  [[nodiscard]] Link link(std::uint64_t field, bool parent) const {
     auto raw = static_cast<std::int64_t>(u64(field));
     bool black = false;
     if (parent) {
@@ -95,11 +95,9 @@ class Reader {
     if (raw == kNullOffset) return {true, 0, black};
     return {false, field + static_cast<std::uint64_t>(raw), black};  // wraps harmlessly: checked by the caller
   }
-  [[nodiscard]] std::uint64_t mapped() const noexcept { return mapped_; }
 
  private:
-  const char* base_;
-  std::uint64_t mapped_;
+  const ByteSource& bytes_;
 };
 
 std::string at(std::uint64_t offset) { return hex_offset(offset); }
@@ -207,7 +205,12 @@ std::string check_free_tree(const Reader& r, const std::vector<std::uint64_t>& f
 }  // namespace
 
 std::string check_allocator(const char* base, std::uint64_t mapped, std::vector<HeldBlock> held) {
-  const Reader r(base, mapped);
+  return check_allocator(MappedBytes(base, mapped), std::move(held));
+}
+
+std::string check_allocator(const ByteSource& bytes, std::vector<HeldBlock> held) {
+  const Reader r(bytes);
+  const std::uint64_t mapped = bytes.size();
   const std::uint64_t seg = kHeaderSize;
   if (mapped < seg + kFirstBlockAt) return "allocator: segment too small for its header";
   const std::uint64_t extra = r.u64(seg + kExtraHdrAt);

@@ -18,7 +18,7 @@
 //     equal black heights, leftmost/rightmost and the node count right);
 //   - the blocks the store holds (root, index, chunks) are each the user area
 //     of one allocated block, large enough for what the store keeps there.
-// Cost: one read per block, and the store has few blocks (root, index,
+// Cost: one read per block (through pread at an attach: byte_source.hpp), and the store has few blocks (root, index,
 // chunks of up to 8 MiB), so a 1M-key store walks a few dozen.
 //
 // The layout read here is Boost 1.81's rbtree_best_fit with offset_ptr links
@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "byte_source.hpp"
+
 namespace kvstore::detail {
 
 // A block the store holds: `bytes` at file offset `offset` (what allocate()
@@ -40,9 +42,11 @@ struct HeldBlock {
   const char* what;
 };
 
-// Walks the allocator of the segment at file offset kHeaderSize in a mapping
-// of `mapped` bytes at `base`. Returns an empty string if it is sound, else a
-// sentence naming the first thing found wrong. Never writes.
+// Walks the allocator of the segment at file offset kHeaderSize in `bytes`.
+// Returns an empty string if it is sound, else a sentence naming the first
+// thing found wrong. Never writes. Throws Error if the bytes cannot be read.
+[[nodiscard]] std::string check_allocator(const ByteSource& bytes, std::vector<HeldBlock> held);
+// The same in a mapping of `mapped` bytes at `base`.
 [[nodiscard]] std::string check_allocator(const char* base, std::uint64_t mapped, std::vector<HeldBlock> held);
 
 }  // namespace kvstore::detail

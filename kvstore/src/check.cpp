@@ -19,7 +19,7 @@ std::string DataFile::without_path(const Error& e) const {
   return m.rfind(path_ + ": ", 0) == 0 ? m.substr(path_.size() + 2) : m;
 }
 
-std::vector<HeldBlock> DataFile::held_blocks(const ChunkHeader*& tail) const {
+std::vector<HeldBlock> DataFile::held_blocks(const ByteSource& bytes, std::uint64_t& tail) const {
   const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
   std::vector<HeldBlock> held{{root_offset_, root_bytes(header().format_version), "root"}};
   held.push_back({reinterpret_cast<std::uintptr_t>(&index()[0]) - base, root().slot_count * sizeof(Slot), "index"});  // NOLINT
@@ -27,13 +27,18 @@ std::vector<HeldBlock> DataFile::held_blocks(const ChunkHeader*& tail) const {
     held.push_back({reinterpret_cast<std::uintptr_t>(&shadow()[0]) - base, 2 * root().slot_count * sizeof(Slot),  // NOLINT
                     "growing index"});
   }
-  tail = nullptr;
-  chunks().for_each([&](const ChunkHeader& c) {
-    tail = &c;
-    held.push_back({reinterpret_cast<std::uintptr_t>(&c) - base, sizeof(ChunkHeader) + c.capacity, "chunk"});  // NOLINT
+  tail = 0;
+  chunks().for_each_in(bytes, [&](std::uint64_t at, const ChunkHeader& c) {
+    tail = at;
+    held.push_back({at, sizeof(ChunkHeader) + c.capacity, "chunk"});
     return true;
   });
   return held;
+}
+
+std::uint64_t DataFile::last_chunk_offset() const {
+  const ChunkHeader* last = resolve(root().last_chunk, sizeof(ChunkHeader));  // not read: checked only
+  return last == nullptr ? 0 : static_cast<std::uint64_t>(reinterpret_cast<const char*>(last) - map_.base());
 }
 
 std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
@@ -43,18 +48,18 @@ std::string DataFile::problem_for_writes(bool last_chunk_at_end) const {
   // Appends go to root.last_chunk and a new chunk is linked after it: were it
   // not the end of the list, its records would replay out of order, and the
   // new link would cut off the chunks after it (lost to the next recovery).
-  // One read per chunk, on the page the allocator walk reads anyway.
-  std::vector<HeldBlock> held;
+  // One read per chunk, on the page the allocator walk reads anyway; through
+  // pread, so that the walk faults in no page of the mapping (byte_source.hpp).
+  const FileBytes bytes(fd_.get(), map_.size(), path_);
   try {
-    const ChunkHeader* tail = nullptr;
-    held = held_blocks(tail);
-    if (last_chunk_at_end && tail != resolve(root().last_chunk, sizeof(ChunkHeader))) {
-      return "the last chunk is not the end of the chunk list";
-    }
+    std::uint64_t tail = 0;
+    std::vector<HeldBlock> held = held_blocks(bytes, tail);
+    if (last_chunk_at_end && tail != last_chunk_offset()) return "the last chunk is not the end of the chunk list";
+    return check_allocator(bytes, std::move(held));
   } catch (const Error& e) {
+    if (e.code() != Errc::corrupt) throw;  // the file could not be read: not a verdict on it
     return without_path(e);
   }
-  return check_allocator(map_.base(), map_.size(), std::move(held));
 }
 
 std::string DataFile::chunk_tail_problem() const {
@@ -161,10 +166,11 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
   // allocator counts as handed out; then the allocator's own blocks and free
   // tree, each of ours an allocated block among them (a bounded walk:
   // allocator_check.hpp).
+  const MappedBytes bytes(map_.base(), map_.size());
   std::vector<HeldBlock> blocks;
   try {
-    const ChunkHeader* tail = nullptr;
-    blocks = held_blocks(tail);
+    std::uint64_t tail = 0;
+    blocks = held_blocks(bytes, tail);
   } catch (const Error& e) {
     problem(e.what());
     return;
@@ -190,7 +196,7 @@ void DataFile::check_allocations(const std::function<void(const std::string&)>& 
     problem("allocator counts " + std::to_string(segment_size - free) + " bytes in use, but the store holds " +
             std::to_string(held));
   }
-  if (const std::string p = check_allocator(map_.base(), map_.size(), std::move(blocks)); !p.empty()) problem(p);
+  if (const std::string p = check_allocator(bytes, std::move(blocks)); !p.empty()) problem(p);
 }
 
 }  // namespace kvstore::detail

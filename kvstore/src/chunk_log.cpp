@@ -2,7 +2,9 @@
 #include "chunk_log.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "crash_point.hpp"
@@ -56,9 +58,10 @@ ChunkHeader* ChunkLog::last() const {
   return c;
 }
 
-bool ChunkLog::plausible(const ChunkHeader& c) const noexcept {
-  const std::uint64_t at = offset_of(&c);
-  if (at + sizeof(ChunkHeader) > map_.size()) return false;
+bool ChunkLog::plausible(const ChunkHeader& c) const noexcept { return plausible_at(offset_of(&c), c); }
+
+bool ChunkLog::plausible_at(std::uint64_t at, const ChunkHeader& c) const noexcept {
+  if (at > map_.size() || sizeof(ChunkHeader) > map_.size() - at) return false;
   const std::uint64_t room = map_.size() - at - sizeof(ChunkHeader);
   return c.magic == kChunkMagic && c.capacity <= room && c.used.load(std::memory_order_acquire) <= c.capacity;
 }
@@ -184,15 +187,44 @@ std::uint64_t ChunkLog::first_ordinal() const noexcept {
   }
 }
 
-void ChunkLog::for_each(const std::function<bool(const ChunkHeader&)>& fn) const {
-  const ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
-  for (std::uint64_t ordinal = first_ordinal(); c != nullptr; ++ordinal) {
-    if (!plausible(*c) || c->ordinal != ordinal) {
+template <class Header>
+void ChunkLog::walk(const Header& header, const std::function<bool(std::uint64_t, const ChunkHeader&)>& fn) const {
+  const ChunkHeader* first = resolve(root().first_chunk, sizeof(ChunkHeader));  // not read: checked only
+  if (first == nullptr) return;
+  std::uint64_t at = offset_of(first);
+  std::uint64_t ordinal = first_ordinal();
+  for (;; ++ordinal) {
+    const ChunkHeader& c = header(at);
+    if (!plausible_at(at, c) || c.ordinal != ordinal) {
       throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(ordinal) + " is damaged");
     }
-    if (!fn(*c)) return;
-    c = resolve(c->next, sizeof(ChunkHeader));
+    if (!fn(at, c)) return;
+    // An offset_ptr holds the distance from its own place in the file; 1 is null.
+    const auto distance = static_cast<std::uint64_t>(c.next.get_offset());
+    if (distance == 1) return;
+    const std::uint64_t next = at + offsetof(ChunkHeader, next) + distance;  // wraps harmlessly: checked
+    if (next < kHeaderSize || next > map_.size() || sizeof(ChunkHeader) > map_.size() - next ||
+        next % alignof(ChunkHeader) != 0) {
+      throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex_offset(next) + ")", next);
+    }
+    at = next;
   }
+}
+
+void ChunkLog::for_each(const std::function<bool(const ChunkHeader&)>& fn) const {
+  walk([&](std::uint64_t at) -> const ChunkHeader& { return *reinterpret_cast<const ChunkHeader*>(map_.base() + at); },  // NOLINT
+       [&](std::uint64_t, const ChunkHeader& c) { return fn(c); });
+}
+
+void ChunkLog::for_each_in(const ByteSource& bytes,
+                           const std::function<bool(std::uint64_t at, const ChunkHeader&)>& fn) const {
+  alignas(ChunkHeader) unsigned char copy[sizeof(ChunkHeader)];
+  walk(
+      [&](std::uint64_t at) -> const ChunkHeader& {
+        bytes.read(at, copy, sizeof copy);
+        return *std::launder(reinterpret_cast<const ChunkHeader*>(copy));  // NOLINT: bytes of a ChunkHeader
+      },
+      fn);
 }
 
 bool ChunkLog::reserve(std::uint64_t bytes, const Allocate& allocate) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "byte_source.hpp"
 #include "format.hpp"
 #include "kvstore/error.hpp"
 #include "layout.hpp"
@@ -76,6 +77,11 @@ class ChunkLog {
   // Error(corrupt) on a damaged link. (scan_to_tear walks it on its own: it
   // tells damage before the durable mark from a tear after it.)
   void for_each(const std::function<bool(const ChunkHeader&)>& fn) const;
+  // The same walk with the headers read from `bytes` (a copy of each, handed
+  // to fn with its file offset): the first attach reads them through pread
+  // instead of faulting in a page of the mapping per chunk (byte_source.hpp).
+  void for_each_in(const ByteSource& bytes,
+                   const std::function<bool(std::uint64_t at, const ChunkHeader&)>& fn) const;
 
   // --- reading records
   // Replays every record of every chunk in order (strict or salvage), damage
@@ -120,6 +126,11 @@ class ChunkLog {
   [[nodiscard]] std::uint64_t offset_of(const void* p) const noexcept {
     return static_cast<std::uint64_t>(static_cast<const char*>(p) - map_.base());
   }
+  // plausible() for a header read from file offset `at`.
+  [[nodiscard]] bool plausible_at(std::uint64_t at, const ChunkHeader& c) const noexcept;
+  // The list walk: `header(at)` gives the header at file offset `at`.
+  template <class Header>
+  void walk(const Header& header, const std::function<bool(std::uint64_t, const ChunkHeader&)>& fn) const;
   // The first chunk's ordinal (0 until chunks are reclaimed), or 0 when the
   // first link or chunk is damaged (the walk then reports chunk 0 damaged).
   [[nodiscard]] std::uint64_t first_ordinal() const noexcept;

@@ -245,9 +245,11 @@ class DataFile {
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
   // The blocks the store holds: root, index, growing index (if any), then the
-  // chunks in list order, `tail` set to the last. Throws Error (a damaged
-  // pointer or chunk).
-  [[nodiscard]] std::vector<HeldBlock> held_blocks(const ChunkHeader*& tail) const;
+  // chunks in list order, their headers read from `bytes`, `tail` set to the
+  // file offset of the last. Throws Error (a damaged pointer or chunk).
+  [[nodiscard]] std::vector<HeldBlock> held_blocks(const ByteSource& bytes, std::uint64_t& tail) const;
+  // File offset of the chunk root.last_chunk names (checked, not read), or 0.
+  [[nodiscard]] std::uint64_t last_chunk_offset() const;
   // What is wrong with what writes trust (see verify_for_writes), or "".
   [[nodiscard]] std::string problem_for_writes(bool last_chunk_at_end) const;
   // Whether root.last_chunk is the end of the chunk list, or what is wrong.
