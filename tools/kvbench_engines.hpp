@@ -43,6 +43,8 @@ class Engine {
   virtual void erase(const std::string& k) = 0;
   // Writes are grouped in transactions of this many where the engine has them.
   virtual void flush() {}
+  // Makes what was written durable, where closing does not (LMDB with MDB_NOSYNC).
+  virtual void sync_to_disk() {}
   virtual std::uint64_t disk_bytes() = 0;
 };
 
@@ -92,6 +94,10 @@ class LmdbEngine : public Engine {
     check(mdb_txn_commit(t));
     check(mdb_txn_begin(env_, nullptr, MDB_RDONLY, &read_));
     mdb_txn_reset(read_);
+  }
+  void sync_to_disk() override {
+    flush();
+    check(mdb_env_sync(env_, 1));
   }
   void close() override {
     if (env_ == nullptr) return;
