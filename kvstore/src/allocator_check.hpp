@@ -18,8 +18,9 @@
 //     equal black heights, leftmost/rightmost and the node count right);
 //   - the blocks the store holds (root, index, chunks) are each the user area
 //     of one allocated block, large enough for what the store keeps there.
-// Cost: one read per block (through pread at an attach: byte_source.hpp), and the store has few blocks (root, index,
-// chunks of up to 8 MiB), so a 1M-key store walks a few dozen.
+// Cost: one read per block (through pread at an attach: byte_source.hpp),
+// and the store has few blocks (root, index, chunks of up to 1 MiB), so a
+// 1M-key store walks about two hundred.
 //
 // The layout read here is Boost 1.81's rbtree_best_fit with offset_ptr links
 // on x86-64; the file's layout fingerprint pins it (FORMAT.md), and the

@@ -26,7 +26,8 @@ class ByteSource {
   // Bytes [0, size()) may be read.
   [[nodiscard]] virtual std::uint64_t size() const noexcept = 0;
   // Copies bytes [at, at + n) to `out`; the caller keeps at + n <= size().
-  // Throws Error(io) when the file cannot be read.
+  // Throws Error: io when the file cannot be read, corrupt when it is
+  // shorter than `size()` says.
   virtual void read(std::uint64_t at, void* out, std::size_t n) const = 0;
 };
 

@@ -192,7 +192,10 @@ void ChunkLog::walk(const Header& header, const std::function<bool(std::uint64_t
   const ChunkHeader* first = resolve(root().first_chunk, sizeof(ChunkHeader));  // not read: checked only
   if (first == nullptr) return;
   std::uint64_t at = offset_of(first);
-  std::uint64_t ordinal = first_ordinal();
+  // The first chunk's ordinal (0 until chunks are reclaimed); 0 if it is
+  // damaged, which the loop then reports as chunk 0.
+  std::uint64_t ordinal = 0;
+  if (const ChunkHeader& c = header(at); plausible_at(at, c)) ordinal = c.ordinal;
   for (;; ++ordinal) {
     const ChunkHeader& c = header(at);
     if (!plausible_at(at, c) || c.ordinal != ordinal) {
