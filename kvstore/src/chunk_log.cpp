@@ -206,8 +206,7 @@ void ChunkLog::walk(const Header& header, const std::function<bool(std::uint64_t
     const auto distance = static_cast<std::uint64_t>(c.next.get_offset());
     if (distance == 1) return;
     const std::uint64_t next = at + offsetof(ChunkHeader, next) + distance;  // wraps harmlessly: checked
-    if (next < kHeaderSize || next > map_.size() || sizeof(ChunkHeader) > map_.size() - next ||
-        next % alignof(ChunkHeader) != 0) {
+    if (!lies_in_file(map_.size(), next, sizeof(ChunkHeader), alignof(ChunkHeader))) {
       throw Error(Errc::corrupt, path_ + ": pointer leaves the file (at " + hex_offset(next) + ")", next);
     }
     at = next;

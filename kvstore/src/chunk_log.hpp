@@ -40,6 +40,14 @@ struct RecordsEnd {
   std::uint64_t used = 0;
 };
 
+// Whether `bytes` at file offset `at` (read from the file: any value) lie
+// wholly inside a file of `size` bytes, past the header, aligned to `align`
+// (a power of two dividing the mapping's base).
+[[nodiscard]] inline bool lies_in_file(std::uint64_t size, std::uint64_t at, std::uint64_t bytes,
+                                       std::uint64_t align) noexcept {
+  return at >= kHeaderSize && at <= size && bytes <= size - at && at % align == 0;
+}
+
 // Resolves a pointer read from the file, checked to lie wholly inside the
 // mapping, past the header, and aligned. Throws Error(corrupt).
 template <class T>
@@ -49,8 +57,7 @@ template <class T>
   if (raw == nullptr) return nullptr;
   const auto a = reinterpret_cast<std::uintptr_t>(raw);         // NOLINT
   const auto b = reinterpret_cast<std::uintptr_t>(map.base());  // NOLINT
-  const std::uint64_t size = map.size();
-  if (a < b + kHeaderSize || a - b > size || bytes > size - (a - b) || a % alignof(T) != 0) {
+  if (a < b || !lies_in_file(map.size(), a - b, bytes, alignof(T))) {
     throw Error(Errc::corrupt, path + ": pointer leaves the file (at " + hex_offset(a - b) + ")",
                 a >= b ? a - b : kNoOffset);
   }
