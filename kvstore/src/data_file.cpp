@@ -208,6 +208,7 @@ void* DataFile::allocate(std::uint64_t bytes) {
 void DataFile::reserve_records(std::uint64_t bytes) {
   if (chunks().reserve(bytes, [this](std::uint64_t n) { return allocate(n); })) {
     full_sync_ = true;  // the links must reach the disk with the first record (Sync::always)
+    chunk_filled_ = true;
   }
 }
 
@@ -444,7 +445,7 @@ void DataFile::sync_tail() {
 }
 
 std::vector<FileRange> DataFile::unsynced_records(const DurableMark& mark, std::uint64_t budget,
-                                                  RecordsEnd& reached) const {
+                                                  RecordsEnd& reached, std::uint64_t leave) const {
   // Records before the durable mark are on disk already; the rest lies in the
   // mark's chunk and those after it. Far less than sync_all(), which also
   // writes every index page the puts since the last sync dirtied (recovery
@@ -452,9 +453,10 @@ std::vector<FileRange> DataFile::unsynced_records(const DurableMark& mark, std::
   std::vector<FileRange> ranges;
   reached = {mark.chunks, mark.used};
   std::uint64_t bytes = 0;
+  const std::uint64_t until = leave == 0 ? UINT64_MAX : chunks().end().chunks - std::min(leave, chunks().end().chunks);
   chunks().for_each([&](const ChunkHeader& c) {
     if (c.ordinal + 1 < mark.chunks) return true;
-    if (bytes >= budget) return false;
+    if (bytes >= budget || c.ordinal >= until) return false;
     // The header too: `used` and the link moved.
     const std::uint64_t used = c.used.load(std::memory_order_relaxed);
     ranges.push_back({static_cast<std::uint64_t>(reinterpret_cast<const char*>(&c) - map_.base()),

@@ -5,11 +5,9 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -22,6 +20,7 @@
 #include "layout.hpp"
 #include "mapping.hpp"
 #include "record.hpp"
+#include "sync_worker.hpp"
 
 #include "latest_index.hpp"
 
@@ -126,14 +125,12 @@ class DataFile {
   // that count and link them (not the index), and moves the mark past them:
   // whole chunks, until `budget` bytes of records are done.
   void sync_records(std::uint64_t budget);
-  // Whether this thread's write left work for after the write lock: a sync of
-  // records that reclaiming queued, or one it must wait for.
+  // Whether this thread's write must wait, after the write lock, for the sync
+  // that reclaiming needs: the writers have outrun reclaiming.
   [[nodiscard]] bool work_after_lock() const noexcept;
-  // Does it, once the write section has let the lock go: runs the queued sync
-  // (no lock: it reads nothing of the mapping), or waits for the one another
-  // thread of this handle runs, so that writers cannot outrun reclaiming (as
-  // they did without the wait: four threads left 0.81 of the records dead).
-  // The next reclaiming write moves the durable mark, or retries a failed sync.
+  // Waits for it, once the write section has let the lock go: without a wait,
+  // four threads left 0.81 of the records dead. The next reclaiming write
+  // moves the durable mark, or retries a failed sync.
   void do_work_after_lock() noexcept;
 
   // --- history (any lock)
@@ -160,8 +157,19 @@ class DataFile {
   // compaction's copy, a for_each): the chunk could not be freed, and the
   // copies would only add to what a compaction has to catch up on. Asked
   // only as a chunk begins and before a free (it costs a system call).
+  // With `keep_up` (the dead share is past what reclaiming should keep it
+  // at), a write that finds the sync of the copies still running waits for
+  // it after the lock; otherwise it goes on.
   // Throws Error: corrupt (a damaged record), io, no_space, store_full.
-  void reclaim(std::uint64_t budget, const std::function<bool()>& pinned);
+  void reclaim(std::uint64_t budget, const std::function<bool()>& pinned, bool keep_up);
+  // Whether chunks this handle cut off the list wait to be freed.
+  [[nodiscard]] bool holds_unlinked() const noexcept { return !unlinked_.empty(); }
+  // Frees them now, after a sync of the root (write lock, as the handle closes).
+  void release_unlinked_now();
+  // While reclaiming is on: hands the sync thread the records of chunks that
+  // filled since its last step, so that the records after the durable mark
+  // stay few (what reclaiming's first free would otherwise wait for).
+  void write_behind();
 
   // Free bytes the allocator can still hand out.
   [[nodiscard]] std::uint64_t free_bytes() const noexcept;
@@ -259,23 +267,48 @@ class DataFile {
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
-  // Looks at the oldest chunk's records from where this handle left off,
-  // `budget` bytes at most (what it looked at is taken off). Returns whether
-  // every record of the chunk has been looked at.
-  bool look_at_oldest(std::uint64_t& budget, const std::function<bool()>& pinned);
   void move_if_live(const RecordView& rec);
   // Whether the durable mark is at or past `end`.
   [[nodiscard]] bool durable_through(const RecordsEnd& end) const noexcept;
   // The records after the durable `mark` and their chunk headers, as file
   // ranges in list order, whole chunks until `budget` bytes of records are
-  // taken; `reached` is where they end.
+  // taken; `reached` is where they end. Not the `leave` last chunks: the
+  // last one's pages, written again by the next append, would each pay a
+  // page fault once a sync has write-protected them (35-85 us here), and a
+  // sync thread write-protecting pages near those the writer touches holds
+  // their page table's lock while it waits for the writer's CPU to flush.
   [[nodiscard]] std::vector<FileRange> unsynced_records(const DurableMark& mark, std::uint64_t budget,
-                                                       RecordsEnd& reached) const;
-  // Under the write lock: moves the durable mark past what a queued sync made
-  // durable, or queues one. Returns whether it synced here instead.
-  bool sync_records_after_unlock();
-  // Cuts the oldest chunk off the list and frees it (its copies are durable).
-  void free_first_chunk();
+                                                       RecordsEnd& reached, std::uint64_t leave = 0) const;
+  // Under the write lock, `copies` not yet durable: moves the durable mark
+  // past what the sync thread made durable, or queues its next step; with
+  // `keep_up`, this thread's write then waits for it after the lock. Returns
+  // whether it synced here instead.
+  bool sync_in_background(const RecordsEnd& copies, bool keep_up);
+  // Takes in what the sync thread did last: a done sync moves the durable mark.
+  SyncWorker::Outcome collect_sync();
+  // Stages the sync thread's next step (started after the lock): the records
+  // after the durable mark (`leave`: as unsynced_records), and the root
+  // while chunks wait for it. False if it cannot (no valid mark, no thread,
+  // nothing to sync).
+  bool stage_sync(std::uint64_t leave);
+  // The first chunk of the list, checked. Throws Error(corrupt).
+  [[nodiscard]] const ChunkHeader& first_chunk() const;
+  // The chunk after `c`, checked, with the next ordinal. Throws Error(corrupt).
+  [[nodiscard]] const ChunkHeader* next_chunk(const ChunkHeader& c) const;
+  // Drops what this handle knew of chunks before `oldest` (freed since).
+  void forget_freed(std::uint64_t oldest);
+  // Looks at up to `budget` bytes of records from where this handle left
+  // off, appending the live ones again, up to kLookAhead chunks ahead of the
+  // oldest and never in the last chunk.
+  void look_ahead(std::uint64_t& budget, const std::function<bool()>& pinned);
+  // Cuts the oldest chunk off the list (its copies are durable), to be freed
+  // by release_unlinked.
+  void unlink_first_chunk();
+  // Frees the chunks unlinked before the last sync that is done, and stages
+  // one if some still wait.
+  void release_unlinked();
+  // Frees the first `n` of unlinked_ (their unlinking is durable).
+  void free_unlinked(std::size_t n);
 
   std::string path_;
   Fd fd_;  // holds the shared lock that open_elsewhere() looks for
@@ -293,22 +326,32 @@ class DataFile {
   std::uint64_t tail_begin_ = 0;
   std::uint64_t tail_end_ = 0;
   bool full_sync_ = false;
-  // How far this handle has cleaned the oldest chunk (records before it were
+  // How far this handle has cleaned the oldest chunks (records before it were
   // looked at): kept per handle, since a slice looked at twice costs only time.
-  std::uint64_t reclaim_ordinal_ = 0;
+  std::uint64_t reclaim_ordinal_ = 0;  // the chunk being looked at
   std::uint64_t reclaim_pos_ = 0;
-  RecordsEnd reclaim_moved_to_;  // where the records ended once it was all looked at
-  // A sync of records that reclaiming queued for after the write lock: the
-  // flush held every reader and writer of the store for 5-10 ms here.
-  struct QueuedSync {
-    std::mutex m;
-    std::condition_variable finished;
-    std::atomic<bool> queued{false};  // state == queued, read without `m` by every write section
-    enum class State { idle, queued, running, done, failed } state = State::idle;
-    std::vector<FileRange> ranges;
-    RecordsEnd reached;  // where the records those ranges hold end
+  // The chunks looked at whole, oldest first, each with where the records
+  // ended then (its copies end there or before): freed in order once that is
+  // durable. At most kLookAhead: copies not yet durable add to what a power
+  // cut may lose the latest of, and to what a free's flush writes.
+  struct Cleaned {
+    std::uint64_t ordinal;
+    RecordsEnd moved_to;
   };
-  std::unique_ptr<QueuedSync> deferred_ = std::make_unique<QueuedSync>();
+  static constexpr std::size_t kLookAhead = 4;
+  std::vector<Cleaned> cleaned_;
+  // Chunks cut off the list but not yet freed, oldest first: each waits for
+  // the sync thread's sync number `after_sync` (SyncWorker::staged_count),
+  // which makes the root without it durable.
+  struct Unlinked {
+    std::uint64_t offset;
+    std::uint64_t after_sync;
+  };
+  std::vector<Unlinked> unlinked_;
+  bool chunk_filled_ = false;  // a chunk was linked since write_behind() last queued
+  // Makes the copies that reclaiming appends durable while the writers go on.
+  // Last: it stops (and waits for its write-back) before anything else goes.
+  std::unique_ptr<SyncWorker> sync_worker_ = std::make_unique<SyncWorker>();
 };
 
 // Marks the header while the segment allocator (or a grow) is being changed:

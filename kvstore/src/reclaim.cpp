@@ -12,13 +12,18 @@
 namespace kvstore::detail {
 namespace {
 
-// Records synced per write while a freed chunk waits for its copies to be
-// durable: 2 MiB took 6.7 ms here, most of it for the pages write-protected
+// Records synced by a write that syncs itself (no sync thread, or its sync
+// failed): 2 MiB took 6.7 ms here, most of it for the pages write-protected
 // again (a TLB flush each).
 constexpr std::uint64_t kSyncStep = 512 * 1024;
+// ... and by a step of the sync thread.
+constexpr std::uint64_t kBackgroundSyncStep = 2 * 1024 * 1024;
+// Chunks at the end that write-behind leaves alone (unsynced_records).
+constexpr std::uint64_t kWriteBehindLag = 3;
 
-// Set when this thread's reclaiming found the sync it needs queued or running
-// for another thread of the handle: its write then waits for it after the lock.
+// What this thread's write left for after its lock: a sync it staged, to be
+// started; a sync to wait for, because the writers outran reclaiming.
+thread_local bool t_staged_sync = false;
 thread_local bool t_waits_for_sync = false;
 
 }  // namespace
@@ -29,116 +34,198 @@ bool DataFile::may_reclaim() const noexcept {
   return writable_ && header().format_version >= 2 && r.first_chunk != r.last_chunk;
 }
 
-void DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& pinned) {
+void DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& pinned, bool keep_up) {
   // The copies must be on disk before the originals can go: a power cut
-  // between would lose both. That sync goes a step per write, after the
-  // write lock (5-10 ms here, which every reader waited for under the lock);
-  // the free then needs a flush of its own in the lock, which finds little
-  // left to write (0.2-1.5 ms). No write waits for two. Chunk after chunk
-  // while the budget lasts.
-  bool flushed = false;
-  while (may_reclaim()) {
-    if (!look_at_oldest(budget, pinned)) return;
-    // Where the copies end: here, or before (another handle may have moved some).
-    if (reclaim_moved_to_.chunks == 0) reclaim_moved_to_ = chunks().end();
-    if (flushed || pinned()) return;
-    if (!durable_through(reclaim_moved_to_) &&
-        (sync_records_after_unlock() || !durable_through(reclaim_moved_to_))) {
-      return;
-    }
-    flushed = true;
-    free_first_chunk();
-  }
+  // between would lose both. The handle's sync thread waits for that sync
+  // while the writers go on (sync_worker.hpp), and meanwhile they look at
+  // the chunks after it, so that the wait is not dead time for reclaiming.
+  // A chunk is then cut off the list, and handed to the allocator once a
+  // later sync has made the root without it durable (release_unlinked).
+  release_unlinked();
+  if (!may_reclaim()) return;
+  forget_freed(first_chunk().ordinal);
+  look_ahead(budget, pinned);
+  if (cleaned_.empty() || cleaned_.front().ordinal != first_chunk().ordinal) return;
+  // Where the copies end: here, or before (another handle may have moved some).
+  const RecordsEnd copies = cleaned_.front().moved_to;
+  if (!durable_through(copies) && (sync_in_background(copies, keep_up) || !durable_through(copies))) return;
+  if (pinned()) return;
+  unlink_first_chunk();
+  cleaned_.erase(cleaned_.begin());
 }
 
-bool DataFile::sync_records_after_unlock() {
-  QueuedSync& q = *deferred_;
-  std::unique_lock lock(q.m);
-  switch (q.state) {
-    case QueuedSync::State::queued:
-    case QueuedSync::State::running:  // another thread of this handle, after its lock
-      t_waits_for_sync = true;
-      return false;
-    case QueuedSync::State::done:
-      q.state = QueuedSync::State::idle;
-      // True now; another handle may have moved the mark past it meanwhile.
-      if (!durable_through(q.reached)) set_durable_mark(header(), q.reached.chunks, q.reached.used);
-      return false;
-    case QueuedSync::State::failed:
-      q.state = QueuedSync::State::idle;
-      lock.unlock();
-      sync_records(kSyncStep);  // again, here: its error reaches the caller
-      return true;
-    case QueuedSync::State::idle:
-      break;
-  }
-  const DurableMark mark = durable_mark(header());
-  if (!mark.valid) {
-    lock.unlock();
-    sync_records(kSyncStep);
-    return true;
-  }
-  q.ranges = unsynced_records(mark, kSyncStep, q.reached);
-  q.state = QueuedSync::State::queued;
-  q.queued.store(true, std::memory_order_release);
-  return false;
-}
-
-bool DataFile::work_after_lock() const noexcept {
-  return t_waits_for_sync || (deferred_ && deferred_->queued.load(std::memory_order_acquire));
-}
-
-void DataFile::do_work_after_lock() noexcept {
-  QueuedSync& q = *deferred_;
-  std::unique_lock lock(q.m);
-  if (q.state == QueuedSync::State::queued) {
-    q.state = QueuedSync::State::running;
-    q.queued.store(false, std::memory_order_relaxed);
-    const std::vector<FileRange> ranges = std::move(q.ranges);
-    lock.unlock();
-    const int err = write_back_and_flush(fd_.get(), ranges);
-    lock.lock();
-    q.state = err == 0 ? QueuedSync::State::done : QueuedSync::State::failed;
-    q.finished.notify_all();
-  } else if (std::exchange(t_waits_for_sync, false)) {
-    q.finished.wait(lock, [&] {
-      return q.state != QueuedSync::State::queued && q.state != QueuedSync::State::running;
-    });
-  }
-  t_waits_for_sync = false;
-}
-
-bool DataFile::look_at_oldest(std::uint64_t& budget, const std::function<bool()>& pinned) {
-  // The chunk appended to is never the one cleaned (may_reclaim), so the
-  // records looked at here never change; a copy goes to the end of the list.
+const ChunkHeader& DataFile::first_chunk() const {
   const ChunkHeader* first = resolve(root().first_chunk, sizeof(ChunkHeader));
   if (first == nullptr || !chunks().plausible(*first)) {
     throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
   }
-  if (first->ordinal != reclaim_ordinal_) {  // freed, by us or by another handle
-    reclaim_ordinal_ = first->ordinal;
+  return *first;
+}
+
+void DataFile::forget_freed(std::uint64_t oldest) {
+  // Chunks go from the front of the list only, by us or by another handle.
+  while (!cleaned_.empty() && cleaned_.front().ordinal < oldest) cleaned_.erase(cleaned_.begin());
+  if (reclaim_ordinal_ < oldest) {
+    reclaim_ordinal_ = oldest;
     reclaim_pos_ = 0;
-    reclaim_moved_to_ = {};
   }
-  // While records are pinned nothing is freed, and a compaction would catch
-  // up on the copies too: about three bytes of moved records per byte its
-  // writers wrote (measured here).
-  if (reclaim_pos_ == 0 && pinned()) return false;
-  // By offset: an append may grow the file, and the mapping may move.
-  const std::uint64_t data = static_cast<std::uint64_t>(reinterpret_cast<const char*>(first + 1) - map_.base());
-  const std::uint64_t used = first->used.load(std::memory_order_acquire);
-  while (reclaim_pos_ < used && budget > 0) {
-    RecordView rec{};
-    if (view_record(map_.base(), map_.size(), data + reclaim_pos_, rec) != RecordFault::none ||
-        rec.size > used - reclaim_pos_ || !record_intact(rec)) {
-      throw Error(Errc::corrupt, path_ + ": record at " + hex_offset(data + reclaim_pos_) +
-                                     " fails its checksum; run kvtool check", data + reclaim_pos_);
+}
+
+SyncWorker::Outcome DataFile::collect_sync() {
+  RecordsEnd reached;
+  const SyncWorker::Outcome o = sync_worker_->collect(reached);
+  // True now; another handle may have moved the mark past it meanwhile.
+  if (o == SyncWorker::Outcome::done && !durable_through(reached)) {
+    set_durable_mark(header(), reached.chunks, reached.used);
+  }
+  return o;
+}
+
+bool DataFile::stage_sync(std::uint64_t leave) {
+  const DurableMark mark = durable_mark(header());
+  if (!mark.valid) return false;
+  RecordsEnd reached;
+  std::vector<FileRange> ranges = unsynced_records(mark, kBackgroundSyncStep, reached, leave);
+  // The root, for the chunks cut off the list: they go to the allocator once it is durable.
+  if (!unlinked_.empty()) ranges.push_back({root_offset_, sizeof(Root)});
+  if (ranges.empty() || !sync_worker_->stage(fd_.get(), ranges, reached)) return false;
+  t_staged_sync = true;
+  return true;
+}
+
+bool DataFile::sync_in_background(const RecordsEnd& copies, bool keep_up) {
+  switch (collect_sync()) {
+    case SyncWorker::Outcome::busy:
+      t_waits_for_sync = keep_up;
+      return false;
+    case SyncWorker::Outcome::done:
+      if (durable_through(copies)) return false;
+      break;  // the next step at once
+    case SyncWorker::Outcome::failed:
+      sync_records(kSyncStep);  // again, here: its error reaches the caller
+      return true;
+    case SyncWorker::Outcome::idle:
+      break;
+  }
+  if (!stage_sync(0)) {
+    sync_records(kSyncStep);
+    return true;
+  }
+  t_waits_for_sync = keep_up;
+  return false;
+}
+
+void DataFile::write_behind() {
+  // Reclaiming may free a chunk only once the durable mark has passed its
+  // copies, and the mark moves in list order: after a bulk load, through
+  // every record loaded. Synced as they are appended, they are on disk by
+  // then, and the first free waits for a chunk or two, not for 136 MB (a
+  // writer waited 150-230 ms for that, or the file grew 0.23x while the
+  // writers went on). A step each time a chunk fills, when the thread is free.
+  if (!chunk_filled_ || sync_worker_->busy()) return;
+  if (collect_sync() == SyncWorker::Outcome::busy) return;
+  chunk_filled_ = false;
+  (void)stage_sync(kWriteBehindLag);  // if it cannot, reclaiming syncs itself
+}
+
+bool DataFile::work_after_lock() const noexcept { return t_staged_sync || t_waits_for_sync; }
+
+void DataFile::do_work_after_lock() noexcept {
+  if (std::exchange(t_staged_sync, false)) sync_worker_->start();
+  if (std::exchange(t_waits_for_sync, false)) sync_worker_->wait();
+}
+
+void DataFile::unlink_first_chunk() {
+  // Not handed to the allocator yet: a root read back from the disk may
+  // still lead to it, and the allocator may give its bytes to new records at
+  // once. Syncing the root here held every reader and writer for 2 ms.
+  const AllocatorPhase phase(*this);  // a writer that dies in here leaves a full rebuild
+  ChunkHeader* c = chunks().unlink_first();
+  unlinked_.push_back({static_cast<std::uint64_t>(reinterpret_cast<char*>(c) - map_.base()),
+                       sync_worker_->staged_count() + 1});
+  crash_point("reclaim.unlinked");
+}
+
+void DataFile::release_unlinked() {
+  // A handle that dies first leaks them, a chunk or two: allocated blocks
+  // that nothing leads to, which the allocator walk allows and the next
+  // compaction drops.
+  if (unlinked_.empty()) return;
+  if (collect_sync() == SyncWorker::Outcome::busy) return;
+  const std::uint64_t durable = sync_worker_->done_count();
+  std::size_t n = 0;
+  while (n < unlinked_.size() && unlinked_[n].after_sync <= durable) ++n;
+  free_unlinked(n);
+  // A sync staged after the unlinking makes the root durable.
+  if (!unlinked_.empty() && !sync_worker_->busy()) (void)stage_sync(kWriteBehindLag);
+}
+
+void DataFile::free_unlinked(std::size_t n) {
+  if (n == 0) return;
+  const AllocatorPhase phase(*this);  // a writer that dies in here leaves a full rebuild
+  for (std::size_t i = 0; i < n; ++i) {
+    auto* c = reinterpret_cast<ChunkHeader*>(map_.base() + unlinked_[i].offset);  // NOLINT: a block we unlinked
+    c->magic = 0;  // a salvage, which finds chunks by their magic, must not find this one
+    segment()->deallocate(c);
+    crash_point("reclaim.freed");
+  }
+  unlinked_.erase(unlinked_.begin(), unlinked_.begin() + static_cast<std::ptrdiff_t>(n));
+}
+
+void DataFile::release_unlinked_now() {
+  if (unlinked_.empty()) return;
+  map_.sync(root_offset_, sizeof(Root), path_);
+  free_unlinked(unlinked_.size());
+}
+
+void DataFile::look_ahead(std::uint64_t& budget, const std::function<bool()>& pinned) {
+  // The chunk appended to is never the one cleaned, so the records looked at
+  // here never change; a copy goes to the end of the list. Found by walking
+  // from the first: a handful of links, and no offset kept that a chunk
+  // freed by another handle could make stale.
+  const ChunkHeader* c = &first_chunk();
+  while (c->ordinal < reclaim_ordinal_ && c->next != nullptr) c = next_chunk(*c);
+  if (c->ordinal != reclaim_ordinal_) {  // not on the list (a recovery rewrote it): start again
+    cleaned_.clear();
+    c = &first_chunk();
+    reclaim_ordinal_ = c->ordinal;
+    reclaim_pos_ = 0;
+  }
+  while (budget > 0 && cleaned_.size() < kLookAhead && c->next != nullptr) {
+    // While records are pinned nothing is freed, and a compaction would catch
+    // up on the copies too: about three bytes of moved records per byte its
+    // writers wrote (measured here).
+    if (reclaim_pos_ == 0 && pinned()) return;
+    // By offset: an append may grow the file, and the mapping may move.
+    const std::uint64_t at = static_cast<std::uint64_t>(reinterpret_cast<const char*>(c) - map_.base());
+    const std::uint64_t data = at + sizeof(ChunkHeader);
+    const std::uint64_t used = c->used.load(std::memory_order_acquire);
+    const std::uint64_t ordinal = c->ordinal;
+    while (reclaim_pos_ < used && budget > 0) {
+      RecordView rec{};
+      if (view_record(map_.base(), map_.size(), data + reclaim_pos_, rec) != RecordFault::none ||
+          rec.size > used - reclaim_pos_ || !record_intact(rec)) {
+        throw Error(Errc::corrupt, path_ + ": record at " + hex_offset(data + reclaim_pos_) +
+                                       " fails its checksum; run kvtool check", data + reclaim_pos_);
+      }
+      if (rec.type == RecordType::put) move_if_live(rec);
+      reclaim_pos_ += rec.size;
+      budget -= std::min(budget, rec.size);
     }
-    if (rec.type == RecordType::put) move_if_live(rec);
-    reclaim_pos_ += rec.size;
-    budget -= std::min(budget, rec.size);
+    if (reclaim_pos_ < used) return;
+    cleaned_.push_back({ordinal, chunks().end()});
+    reclaim_ordinal_ = ordinal + 1;
+    reclaim_pos_ = 0;
+    c = next_chunk(*reinterpret_cast<const ChunkHeader*>(map_.base() + at));  // NOLINT: the mapping may have moved
   }
-  return reclaim_pos_ >= used;
+}
+
+const ChunkHeader* DataFile::next_chunk(const ChunkHeader& c) const {
+  const ChunkHeader* next = resolve(c.next, sizeof(ChunkHeader));
+  if (next == nullptr || !chunks().plausible(*next) || next->ordinal != c.ordinal + 1) {
+    throw Error(Errc::corrupt, path_ + ": a link of the chunk list is damaged; run kvtool check");
+  }
+  return next;
 }
 
 bool DataFile::durable_through(const RecordsEnd& end) const noexcept {
@@ -162,17 +249,5 @@ void DataFile::move_if_live(const RecordView& rec) {
   crash_point("reclaim.moved");
 }
 
-void DataFile::free_first_chunk() {
-  // The unlinking must be on disk before the chunk is handed back: a root
-  // read back from the disk may still lead to it, and the allocator may give
-  // its bytes to new records at once.
-  const AllocatorPhase phase(*this);  // a writer that dies in here leaves a full rebuild
-  ChunkHeader* c = chunks().unlink_first();
-  crash_point("reclaim.unlinked");
-  map_.sync(root_offset_, sizeof(Root), path_);
-  c->magic = 0;  // a salvage, which finds chunks by their magic, must not find this one
-  segment()->deallocate(c);
-  crash_point("reclaim.freed");
-}
 
 }  // namespace kvstore::detail

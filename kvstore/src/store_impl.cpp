@@ -155,9 +155,11 @@ Store::Impl::~Impl() {
   try {
     // The last handle out leaves the file durable and marked clean, so that the
     // next first open can trust it without a rebuild.
-    if (lock_->begin_detach() && file_ && file_->writable()) {
+    const bool last = lock_->begin_detach();
+    if (file_ && file_->writable() && (last || file_->holds_unlinked())) {
       WriteSection w(*this);
-      file_->close_clean();
+      file_->release_unlinked_now();  // chunks reclaiming cut off the list (reclaim.cpp)
+      if (last) file_->close_clean();
     }
   } catch (...) {
     // Closing never throws; the next open sees the store unclean and recovers.
@@ -336,12 +338,16 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
   const double limit = options_.max_dead_fraction;
   if (limit <= 0 || reclaim_broken_) return;
   const detail::Root& r = file_->root();
-  if (r.dead_bytes <= options_.min_dead_bytes ||
-      static_cast<double>(r.dead_bytes) <= limit * static_cast<double>(r.record_bytes)) {
-    return;
-  }
+  const auto dead = static_cast<double>(r.dead_bytes);
+  const auto records = static_cast<double>(r.record_bytes);
+  // The sync thread's write-back may lag behind a busy device (sync_worker.hpp):
+  // past a little more dead share, the writers wait for it.
+  const bool keep_up = dead > (limit + (1 - limit) / 16) * records;
   try {
-    file_->reclaim(churned * kPace, [&] { return lock_->records_pinned(); });
+    file_->write_behind();
+    if (r.dead_bytes > options_.min_dead_bytes && dead > limit * records) {
+      file_->reclaim(churned * kPace, [&] { return lock_->records_pinned(); }, keep_up);
+    }
   } catch (const Error& e) {
     // The write this follows is done and must stand. A damaged record stops
     // this handle's reclaiming (check says where); anything else (a full

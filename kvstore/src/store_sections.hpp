@@ -54,8 +54,8 @@ class Store::Impl::WriteSection {
   WriteSection& operator=(const WriteSection&) = delete;
   ~WriteSection() {
     auto retired = impl_.take_retired();
-    // A sync that reclaiming needs (reclaim.cpp): made after the lock, so
-    // that no reader or other writer waits for the device.
+    // A sync that reclaiming needs and the writers outran (reclaim.cpp):
+    // waited for after the lock, so that no reader or other writer waits.
     std::shared_ptr<detail::DataFile> syncing;
     if (impl_.file_ && impl_.file_->work_after_lock()) syncing = impl_.file_;
     impl_.lock_->unlock_write();

@@ -1,0 +1,121 @@
+#include "sync_worker.hpp"
+
+#include <chrono>
+#include <system_error>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+namespace kvstore::detail {
+
+SyncWorker::~SyncWorker() {
+  if (!thread_) return;
+  if (owner_ != ::getpid()) {
+    // A forked child: the thread is not in this process (and a child never
+    // uses its parent's handles, store.hpp).
+    (void)thread_.release();
+    return;
+  }
+  {
+    const std::lock_guard lock(m_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  thread_->join();
+}
+
+SyncWorker::Outcome SyncWorker::collect(RecordsEnd& reached) {
+  const std::lock_guard lock(m_);
+  switch (state_) {
+    case State::idle:
+      return Outcome::idle;
+    case State::staged:
+    case State::starting:
+    case State::queued:
+    case State::running:
+      return Outcome::busy;
+    case State::done:
+      state_ = State::idle;
+      reached = reached_;
+      done_count_ = staged_count_;  // one sync at a time: the last staged
+      return Outcome::done;
+    case State::failed:
+      state_ = State::idle;
+      return Outcome::failed;
+  }
+  return Outcome::idle;
+}
+
+bool SyncWorker::stage(int fd, const std::vector<FileRange>& ranges, const RecordsEnd& reached) {
+  const std::lock_guard lock(m_);
+  if (!thread_) {
+    Fd own(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!own) return false;
+    try {
+      thread_ = std::make_unique<std::thread>([this] { run(); });
+    } catch (const std::system_error&) {
+      return false;  // no thread to be had (a process or memory limit)
+    }
+    fd_ = std::move(own);
+    owner_ = ::getpid();
+  }
+  ranges_.assign(ranges.begin(), ranges.end());
+  reached_ = reached;
+  state_ = State::staged;
+  busy_.store(true, std::memory_order_release);
+  ++staged_count_;
+  return true;
+}
+
+void SyncWorker::start() noexcept {
+  std::unique_lock lock(m_);
+  if (state_ != State::staged) return;  // the thread took it over
+  state_ = State::starting;
+  lock.unlock();
+  begin_write_back();
+  lock.lock();
+  state_ = State::queued;
+  lock.unlock();
+  changed_.notify_all();
+}
+
+void SyncWorker::begin_write_back() noexcept {
+  // The ranges are left alone by everyone else meanwhile. Errors show in the
+  // thread's wait for the same ranges.
+  for (const FileRange& r : ranges_) {
+    (void)::sync_file_range(fd_.get(), static_cast<off64_t>(r.offset), static_cast<off64_t>(r.length),
+                            SYNC_FILE_RANGE_WRITE);
+  }
+}
+
+void SyncWorker::wait() {
+  std::unique_lock lock(m_);
+  changed_.wait(lock, [&] { return state_ == State::idle || state_ == State::done || state_ == State::failed; });
+}
+
+void SyncWorker::run() {
+  std::unique_lock lock(m_);
+  for (;;) {
+    // A sync staged but not started soon is taken over: every write section
+    // starts what it staged, but nothing may wait on a start that never comes.
+    changed_.wait(lock, [&] { return stop_ || state_ == State::queued || state_ == State::staged; });
+    if (state_ == State::staged &&
+        !changed_.wait_for(lock, std::chrono::milliseconds(5), [&] { return state_ != State::staged; })) {
+      state_ = State::running;
+      lock.unlock();
+      begin_write_back();
+      lock.lock();
+    }
+    if (state_ == State::starting) continue;  // the writer is starting it
+    if (state_ != State::queued && state_ != State::running) return;  // stopping, nothing to do
+    state_ = State::running;
+    lock.unlock();
+    const int err = write_back_and_flush(fd_.get(), ranges_);
+    lock.lock();
+    state_ = err == 0 ? State::done : State::failed;
+    busy_.store(false, std::memory_order_release);
+    changed_.notify_all();
+  }
+}
+
+}  // namespace kvstore::detail
