@@ -147,6 +147,10 @@ class DataFile {
   [[nodiscard]] History read_history(Replay mode, bool compare_index, const RecordsEnd* until = nullptr) const;
   // Whole-file verification for `kvtool check`; returns the problems found.
   [[nodiscard]] std::vector<std::string> check() const;
+  // The blocks the store holds: root, index, growing index (if any), then the
+  // chunks in list order, their headers read from `bytes`, `tail` set to the
+  // file offset of the last. Throws Error (a damaged pointer or chunk).
+  [[nodiscard]] std::vector<HeldBlock> held_blocks(const ByteSource& bytes, std::uint64_t& tail) const;
   // --- space reclamation as the store is written (reclaim.cpp; write lock)
   // Whether the oldest chunk may be cleaned: a writable version 2 file with
   // more than one chunk.
@@ -252,10 +256,6 @@ class DataFile {
                      std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until = nullptr) const;
   [[nodiscard]] std::uint64_t indexed_keys_unknown_to(const LatestIndex& latest) const;
   void check_allocations(const std::function<void(const std::string&)>& problem) const;
-  // The blocks the store holds: root, index, growing index (if any), then the
-  // chunks in list order, their headers read from `bytes`, `tail` set to the
-  // file offset of the last. Throws Error (a damaged pointer or chunk).
-  [[nodiscard]] std::vector<HeldBlock> held_blocks(const ByteSource& bytes, std::uint64_t& tail) const;
   // File offset of the chunk root.last_chunk names (checked, not read), or 0.
   [[nodiscard]] std::uint64_t last_chunk_offset() const;
   // What is wrong with what writes trust (see verify_for_writes), or "".
