@@ -125,12 +125,14 @@ class DataFile {
   // that count and link them (not the index), and moves the mark past them:
   // whole chunks, until `budget` bytes of records are done.
   void sync_records(std::uint64_t budget);
-  // Whether this thread's write must wait, after the write lock, for the sync
-  // that reclaiming needs: the writers have outrun reclaiming.
+  // Whether this thread's write left work for after the write lock: a sync it
+  // staged for the sync thread, or one to wait for because the writers have
+  // outrun reclaiming.
   [[nodiscard]] bool work_after_lock() const noexcept;
-  // Waits for it, once the write section has let the lock go: without a wait,
-  // four threads left 0.81 of the records dead. The next reclaiming write
-  // moves the durable mark, or retries a failed sync.
+  // Does it, once the write section has let the lock go: starts the staged
+  // sync's write-back, then waits if it must (without a wait, four threads
+  // left 0.81 of the records dead). The next reclaiming write moves the
+  // durable mark, or retries a failed sync.
   void do_work_after_lock() noexcept;
 
   // --- history (any lock)
@@ -155,12 +157,14 @@ class DataFile {
   // Whether the oldest chunk may be cleaned: a writable version 2 file with
   // more than one chunk.
   [[nodiscard]] bool may_reclaim() const noexcept;
-  // Looks at up to `budget` bytes of the oldest chunk's records, appending the
-  // live ones again; once all are looked at, frees the chunk. Neither begins
-  // while `pinned()` says someone reads records without the lock (a
+  // Looks at up to `budget` bytes of the oldest chunks' records, appending the
+  // live ones again; once all of the oldest is looked at and its copies are
+  // durable, cuts it off the list, and frees the chunks cut off before once
+  // the root without them is durable (reclaim.cpp). Neither a chunk nor a cut
+  // begins while `pinned()` says someone reads records without the lock (a
   // compaction's copy, a for_each): the chunk could not be freed, and the
   // copies would only add to what a compaction has to catch up on. Asked
-  // only as a chunk begins and before a free (it costs a system call).
+  // only as a chunk begins and before a cut (it costs a system call).
   // With `keep_up` (the dead share is past what reclaiming should keep it
   // at), a write that finds the sync of the copies still running waits for
   // it after the lock; otherwise it goes on.
@@ -170,9 +174,9 @@ class DataFile {
   [[nodiscard]] bool holds_unlinked() const noexcept { return !unlinked_.empty(); }
   // Frees them now, after a sync of the root (write lock, as the handle closes).
   void release_unlinked_now();
-  // While reclaiming is on: hands the sync thread the records of chunks that
-  // filled since its last step, so that the records after the durable mark
-  // stay few (what reclaiming's first free would otherwise wait for).
+  // While reclaiming is on: hands the sync thread, as chunks fill, the
+  // records of the closed chunks but the last few, so that what reclaiming's
+  // first free waits for stays short.
   void write_behind();
 
   // Free bytes the allocator can still hand out.
@@ -280,7 +284,7 @@ class DataFile {
   [[nodiscard]] std::vector<FileRange> unsynced_records(const DurableMark& mark, std::uint64_t budget,
                                                        RecordsEnd& reached, std::uint64_t leave = 0) const;
   // Under the write lock, `copies` not yet durable: moves the durable mark
-  // past what the sync thread made durable, or queues its next step; with
+  // past what the sync thread made durable, or stages its next step; with
   // `keep_up`, this thread's write then waits for it after the lock. Returns
   // whether it synced here instead.
   bool sync_in_background(const RecordsEnd& copies, bool keep_up);
@@ -340,6 +344,7 @@ class DataFile {
   };
   static constexpr std::size_t kLookAhead = 4;
   std::vector<Cleaned> cleaned_;
+  bool chunk_filled_ = false;  // a chunk was linked since write_behind() last staged a step
   // Chunks cut off the list but not yet freed, oldest first: each waits for
   // the sync thread's sync number `after_sync` (SyncWorker::staged_count),
   // which makes the root without it durable.
@@ -348,7 +353,6 @@ class DataFile {
     std::uint64_t after_sync;
   };
   std::vector<Unlinked> unlinked_;
-  bool chunk_filled_ = false;  // a chunk was linked since write_behind() last queued
   // Makes the copies that reclaiming appends durable while the writers go on.
   // Last: it stops (and waits for its write-back) before anything else goes.
   std::unique_ptr<SyncWorker> sync_worker_ = std::make_unique<SyncWorker>();

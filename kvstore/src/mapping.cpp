@@ -158,7 +158,7 @@ void Mapping::populate_writable(std::uint64_t offset, std::uint64_t length) cons
 #endif
 }
 
-int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept {
+int write_back_and_flush(int fd, const std::vector<FileRange>& ranges, void* first_page) noexcept {
   constexpr unsigned kWait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
   for (const FileRange& r : ranges) {
     while (::sync_file_range(fd, static_cast<off64_t>(r.offset), static_cast<off64_t>(r.length), kWait) != 0) {
@@ -168,6 +168,7 @@ int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept 
   // The flush: an msync of a range is the one call that flushes the device
   // without writing every dirty page of the file (fdatasync would write the
   // whole index too). Through a mapping of our own, which no remap moves.
+  if (first_page != nullptr) return ::msync(first_page, kPage, MS_SYNC) == 0 ? 0 : errno;
   void* p = ::mmap(nullptr, kPage, PROT_READ, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return ::fdatasync(fd) == 0 ? 0 : errno;
   const int err = ::msync(p, kPage, MS_SYNC) == 0 ? 0 : errno;

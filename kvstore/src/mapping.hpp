@@ -43,7 +43,12 @@ struct FileRange {
 // them durable with one flush of the device (with the file's first page).
 // Needs no mapping, so any thread may call it while another remaps the file.
 // Returns 0 or the errno of the call that failed.
-[[nodiscard]] int write_back_and_flush(int fd, const std::vector<FileRange>& ranges) noexcept;
+// `first_page`, if given, is a read-only shared mapping of the file's first
+// page kept for this: mapping and unmapping one each time takes the process's
+// mmap lock for writing, which every page fault of its other threads then
+// queues behind.
+[[nodiscard]] int write_back_and_flush(int fd, const std::vector<FileRange>& ranges,
+                                       void* first_page = nullptr) noexcept;
 
 // A MAP_SHARED mapping of the first `size` bytes of a file (or anonymous
 // memory standing in for one, see anonymous()), inside a larger

@@ -4,9 +4,14 @@
 #include <system_error>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 namespace kvstore::detail {
+
+SyncWorker::FirstPage::~FirstPage() {
+  if (at != nullptr) ::munmap(at, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)));
+}
 
 SyncWorker::~SyncWorker() {
   if (!thread_) return;
@@ -51,6 +56,10 @@ bool SyncWorker::stage(int fd, const std::vector<FileRange>& ranges, const Recor
   if (!thread_) {
     Fd own(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
     if (!own) return false;
+    if (first_page_.at == nullptr) {
+      void* p = ::mmap(nullptr, static_cast<std::size_t>(::sysconf(_SC_PAGESIZE)), PROT_READ, MAP_SHARED, own.get(), 0);
+      if (p != MAP_FAILED) first_page_.at = p;  // else each flush maps one itself
+    }
     try {
       thread_ = std::make_unique<std::thread>([this] { run(); });
     } catch (const std::system_error&) {
@@ -88,9 +97,10 @@ void SyncWorker::begin_write_back() noexcept {
   }
 }
 
-void SyncWorker::wait() {
+void SyncWorker::wait(std::chrono::milliseconds most) {
   std::unique_lock lock(m_);
-  changed_.wait(lock, [&] { return state_ == State::idle || state_ == State::done || state_ == State::failed; });
+  (void)changed_.wait_for(lock, most,
+                          [&] { return state_ == State::idle || state_ == State::done || state_ == State::failed; });
 }
 
 void SyncWorker::run() {
@@ -110,7 +120,7 @@ void SyncWorker::run() {
     if (state_ != State::queued && state_ != State::running) return;  // stopping, nothing to do
     state_ = State::running;
     lock.unlock();
-    const int err = write_back_and_flush(fd_.get(), ranges_);
+    const int err = write_back_and_flush(fd_.get(), ranges_, first_page_.at);
     lock.lock();
     state_ = err == 0 ? State::done : State::failed;
     busy_.store(false, std::memory_order_release);

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -55,8 +56,8 @@ class SyncWorker {
   // made before a sync was staged is durable once that sync is done.
   [[nodiscard]] std::uint64_t staged_count() const noexcept { return staged_count_; }
   [[nodiscard]] std::uint64_t done_count() const noexcept { return done_count_; }
-  // Blocks until the sync staged last is over.
-  void wait();
+  // Blocks until the sync staged last is over, or for `most` at most.
+  void wait(std::chrono::milliseconds most);
 
  private:
   void run();
@@ -77,6 +78,14 @@ class SyncWorker {
   std::uint64_t staged_count_ = 0;  // write lock
   std::uint64_t done_count_ = 0;    // write lock
   Fd fd_;
+  // The file's first page, mapped once for the flush (write_back_and_flush).
+  struct FirstPage {
+    void* at = nullptr;
+    FirstPage() = default;
+    FirstPage(const FirstPage&) = delete;
+    FirstPage& operator=(const FirstPage&) = delete;
+    ~FirstPage();
+  } first_page_;
   std::unique_ptr<std::thread> thread_;
   pid_t owner_ = 0;  // the process the thread runs in
 };

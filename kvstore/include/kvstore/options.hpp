@@ -39,7 +39,10 @@ struct Options {
   // then stays near (live bytes) / (1 - this). 0 turns it off; compact()
   // still shrinks the file to the minimum. Must lie in [0, 1). At 0.2 the
   // file stays under twice the raw bytes of 1M 16+100-byte pairs under
-  // overwrites (1.86x; 2.09x at 0.25, with a churn 18% faster).
+  // overwrites (1.86x; 2.09x at 0.25, with a churn 18% faster). A chunk is
+  // freed once the copies are on disk: a thread of the handle, started when
+  // first needed, waits for that sync; writes wait for it (4 ms at most
+  // each) only while the dead share is past this by (1 - this) / 64.
   double max_dead_fraction = 0.2;
   // ... but dead bytes up to this many are left alone, whatever their share.
   // In a small store that is rewritten often, most of the oldest chunk is
