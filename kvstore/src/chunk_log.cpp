@@ -58,6 +58,22 @@ ChunkHeader* ChunkLog::last() const {
   return c;
 }
 
+ChunkHeader* ChunkLog::first() const {
+  ChunkHeader* c = resolve(root().first_chunk, sizeof(ChunkHeader));
+  if (c == nullptr || !plausible(*c)) {
+    throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
+  }
+  return c;
+}
+
+ChunkHeader* ChunkLog::next(const ChunkHeader& c) const {
+  ChunkHeader* n = resolve(c.next, sizeof(ChunkHeader));
+  if (n == nullptr || !plausible(*n) || n->ordinal != c.ordinal + 1) {
+    throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(c.ordinal + 1) + " is damaged");
+  }
+  return n;
+}
+
 bool ChunkLog::plausible(const ChunkHeader& c) const noexcept { return plausible_at(offset_of(&c), c); }
 
 bool ChunkLog::plausible_at(std::uint64_t at, const ChunkHeader& c) const noexcept {
@@ -297,14 +313,9 @@ ChunkLog::Appended ChunkLog::append(std::string_view key, std::string_view value
 
 ChunkHeader* ChunkLog::unlink_first() {
   Root& r = root();
-  ChunkHeader* c = resolve(r.first_chunk, sizeof(ChunkHeader));
-  if (c == nullptr || !plausible(*c) || c == r.last_chunk.get()) {
-    throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
-  }
-  ChunkHeader* next = resolve(c->next, sizeof(ChunkHeader));
-  if (next == nullptr || !plausible(*next) || next->ordinal != c->ordinal + 1) {
-    throw Error(Errc::corrupt, path_ + ": chunk " + std::to_string(c->ordinal + 1) + " is damaged");
-  }
+  ChunkHeader* c = first();
+  if (c == r.last_chunk.get()) throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
+  ChunkHeader* next = this->next(*c);
   const std::uint64_t used = c->used.load(std::memory_order_relaxed);
   r.first_chunk = next;
   --r.chunks;

@@ -79,6 +79,10 @@ class ChunkLog {
   [[nodiscard]] bool plausible(const ChunkHeader& c) const noexcept;
   // The chunk appends go to, checked. Throws Error(corrupt).
   [[nodiscard]] ChunkHeader* last() const;
+  // The first chunk, and the one after `c` (which must not be the last),
+  // checked: plausible, the next with the next ordinal. Throw Error(corrupt).
+  [[nodiscard]] ChunkHeader* first() const;
+  [[nodiscard]] ChunkHeader* next(const ChunkHeader& c) const;
   [[nodiscard]] RecordsEnd end() const;
   // Calls fn for each chunk along the list until it returns false. Throws
   // Error(corrupt) on a damaged link. (scan_to_tear walks it on its own: it

@@ -295,10 +295,6 @@ class DataFile {
   // while chunks wait for it. False if it cannot (no valid mark, no thread,
   // nothing to sync).
   bool stage_sync(std::uint64_t leave);
-  // The first chunk of the list, checked. Throws Error(corrupt).
-  [[nodiscard]] const ChunkHeader& first_chunk() const;
-  // The chunk after `c`, checked, with the next ordinal. Throws Error(corrupt).
-  [[nodiscard]] const ChunkHeader* next_chunk(const ChunkHeader& c) const;
   // Drops what this handle knew of chunks before `oldest` (freed since).
   void forget_freed(std::uint64_t oldest);
   // Looks at up to `budget` bytes of records from where this handle left

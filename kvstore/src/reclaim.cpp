@@ -44,23 +44,15 @@ void DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& pinned
   // later sync has made the root without it durable (release_unlinked).
   release_unlinked();
   if (!may_reclaim()) return;
-  forget_freed(first_chunk().ordinal);
+  forget_freed(chunks().first()->ordinal);
   look_ahead(budget, pinned);
-  if (cleaned_.empty() || cleaned_.front().ordinal != first_chunk().ordinal) return;
+  if (cleaned_.empty() || cleaned_.front().ordinal != chunks().first()->ordinal) return;
   // Where the copies end: here, or before (another handle may have moved some).
   const RecordsEnd copies = cleaned_.front().moved_to;
   if (!durable_through(copies) && (sync_in_background(copies, keep_up) || !durable_through(copies))) return;
   if (pinned()) return;
   unlink_first_chunk();
   cleaned_.erase(cleaned_.begin());
-}
-
-const ChunkHeader& DataFile::first_chunk() const {
-  const ChunkHeader* first = resolve(root().first_chunk, sizeof(ChunkHeader));
-  if (first == nullptr || !chunks().plausible(*first)) {
-    throw Error(Errc::corrupt, path_ + ": the first chunk is damaged; run kvtool check");
-  }
-  return *first;
 }
 
 void DataFile::forget_freed(std::uint64_t oldest) {
@@ -193,11 +185,11 @@ void DataFile::look_ahead(std::uint64_t& budget, const std::function<bool()>& pi
   // here never change; a copy goes to the end of the list. Found by walking
   // from the first: a handful of links, and no offset kept that a chunk
   // freed by another handle could make stale.
-  const ChunkHeader* c = &first_chunk();
-  while (c->ordinal < reclaim_ordinal_ && c->next != nullptr) c = next_chunk(*c);
+  const ChunkHeader* c = chunks().first();
+  while (c->ordinal < reclaim_ordinal_ && c->next != nullptr) c = chunks().next(*c);
   if (c->ordinal != reclaim_ordinal_) {  // not on the list (a recovery rewrote it): start again
     cleaned_.clear();
-    c = &first_chunk();
+    c = chunks().first();
     reclaim_ordinal_ = c->ordinal;
     reclaim_pos_ = 0;
   }
@@ -226,16 +218,8 @@ void DataFile::look_ahead(std::uint64_t& budget, const std::function<bool()>& pi
     cleaned_.push_back({ordinal, chunks().end()});
     reclaim_ordinal_ = ordinal + 1;
     reclaim_pos_ = 0;
-    c = next_chunk(*reinterpret_cast<const ChunkHeader*>(map_.base() + at));  // NOLINT: the mapping may have moved
+    c = chunks().next(*reinterpret_cast<const ChunkHeader*>(map_.base() + at));  // NOLINT: the mapping may have moved
   }
-}
-
-const ChunkHeader* DataFile::next_chunk(const ChunkHeader& c) const {
-  const ChunkHeader* next = resolve(c.next, sizeof(ChunkHeader));
-  if (next == nullptr || !chunks().plausible(*next) || next->ordinal != c.ordinal + 1) {
-    throw Error(Errc::corrupt, path_ + ": a link of the chunk list is damaged; run kvtool check");
-  }
-  return next;
 }
 
 bool DataFile::durable_through(const RecordsEnd& end) const noexcept {
@@ -258,6 +242,5 @@ void DataFile::move_if_live(const RecordView& rec) {
   root().dead_bytes += rec.size;  // the original
   crash_point("reclaim.moved");
 }
-
 
 }  // namespace kvstore::detail
