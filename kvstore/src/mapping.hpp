@@ -91,6 +91,9 @@ class Mapping {
   void populate_writable(std::uint64_t offset, std::uint64_t length) const noexcept;
 
  private:
+  // MADV_RANDOM over [offset, offset+length), a writable file mapping's grown part.
+  void read_no_pages_around(std::uint64_t offset, std::uint64_t length) const noexcept;
+
   char* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t reserved_ = 0;
