@@ -19,10 +19,11 @@
 #include <vector>
 
 #include "kvbench_die.hpp"
+#include "kvbench_stalls.hpp"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using kvbench::Clock;
 
 // 16 bytes, as kvbench's other keys: "key" and 13 digits.
 std::string key_of(std::size_t i) {
@@ -52,6 +53,13 @@ void print(const std::string& what, const Percentiles& p, nlohmann::ordered_json
   std::printf("  %-14s %9zu calls   p50 %8.1f us   p99 %8.1f us   p99.9 %8.1f us   worst %9.1f us\n", what.c_str(), p.calls,
               p.p50_us, p.p99_us, p.p999_us, p.worst_us);
   out[what] = {{"calls", p.calls}, {"p50_us", p.p50_us}, {"p99_us", p.p99_us}, {"p999_us", p.p999_us}, {"worst_us", p.worst_us}};
+}
+
+void print_stalls(const kvbench::StallWatch& w, nlohmann::ordered_json& out) {
+  if (!w.real_time()) return;
+  std::printf("  machine stalls (a real-time thread woke over 4 ms late): %zu, the longest %.1f ms\n", w.count(),
+              w.longest_ms());
+  out["machine_stalls"] = {{"count", w.count()}, {"longest_ms", w.longest_ms()}};
 }
 
 }  // namespace
@@ -93,6 +101,9 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
   std::atomic<bool> done{false};
   std::vector<double> get_us;
   std::vector<double> put_us;
+  kvbench::SlowCalls slow_gets;
+  kvbench::SlowCalls slow_puts;
+  kvbench::StallWatch watch;
   std::thread reader([&] {
     std::mt19937_64 rng(seed);
     while (!done.load(std::memory_order_relaxed)) {
@@ -100,6 +111,7 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
       const auto t = Clock::now();
       const std::optional<std::string> v = s.get(k);
       get_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+      slow_gets.add(t, get_us.back());
       if (!v || (*v != value && *v != updated)) die("maintenance: a get returned a wrong value");
     }
   });
@@ -110,6 +122,7 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
       const auto t = Clock::now();
       s.put(k, updated);
       put_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+      slow_puts.add(t, put_us.back());
     }
   });
   std::vector<double> compact_ms;
@@ -120,6 +133,7 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
   done = true;
   reader.join();
   writer.join();
+  watch.stop();
   ::close(fds[0]);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || compact_ms.size() != kRounds) die("maintenance: the compacting process failed");
   if (s.size() != n) die("maintenance: keys lost");
@@ -127,7 +141,10 @@ void run_maintenance(const std::filesystem::path& dir, std::size_t n, std::size_
               kRounds, compact_ms[0], compact_ms[1], compact_ms[2]);
   out["compact_ms"] = compact_ms;
   print("get", percentiles(std::move(get_us)), out);
+  slow_gets.report(watch, out["get"]);
   print("put", percentiles(std::move(put_us)), out);
+  slow_puts.report(watch, out["put"]);
+  print_stalls(watch, out);
 }
 
 void run_churn(std::vector<ChurnContender>& contenders, std::size_t n, std::size_t rounds, double raw_bytes,
@@ -136,6 +153,8 @@ void run_churn(std::vector<ChurnContender>& contenders, std::size_t n, std::size
   const std::size_t puts = n * rounds;
   std::vector<std::vector<double>> us(contenders.size());
   for (auto& v : us) v.reserve(puts);
+  std::vector<kvbench::SlowCalls> slow(contenders.size());
+  kvbench::StallWatch watch;
   std::mt19937_64 rng(seed);
   std::vector<std::size_t> keys(puts);
   for (std::size_t& k : keys) k = rng() % n;
@@ -147,10 +166,12 @@ void run_churn(std::vector<ChurnContender>& contenders, std::size_t n, std::size
         const auto t = Clock::now();
         contenders[c].put(keys[i], i / n);
         us[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t).count());
+        slow[c].add(t, us[c].back());
       }
       contenders[c].flush();
     }
   }
+  watch.stop();
   std::printf("\nchurn: %zu random overwrites of %zu keys, nobody compacting (disk bytes / raw bytes after; each put timed):\n",
               puts, n);
   for (std::size_t c = 0; c < contenders.size(); ++c) {
@@ -158,5 +179,7 @@ void run_churn(std::vector<ChurnContender>& contenders, std::size_t n, std::size
     std::printf("  %-14s disk/raw %.2f\n", contenders[c].name.c_str(), ratio);
     out["disk_per_raw"][contenders[c].name] = ratio;
     print(contenders[c].name, percentiles(std::move(us[c])), out["put"]);
+    slow[c].report(watch, out["put"][contenders[c].name]);
   }
+  print_stalls(watch, out);
 }

@@ -1,0 +1,73 @@
+// Machine stalls, told apart from the engines' own waits. On this project's
+// machine (a 2-core guest) a thread of the highest real-time priority that
+// sleeps 1 ms at a time sometimes wakes 25-45 ms late while the benchmark
+// writes, and perf then records no sample at all on that CPU, not even of
+// user code: the guest's CPU did not run. The worst put of every engine
+// includes such gaps. StallWatch records them, and SlowCalls tells which of a
+// phase's slow calls overlapped one, so that kvbench can print the worst call
+// both with and without them.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace kvbench {
+
+using Clock = std::chrono::steady_clock;
+
+class StallWatch {
+ public:
+  // Starts the watching thread. Without the right to real-time priority it
+  // could be late for the benchmark's own threads: then it records nothing
+  // (real_time() false), and nothing is told apart.
+  StallWatch();
+  StallWatch(const StallWatch&) = delete;
+  StallWatch& operator=(const StallWatch&) = delete;
+  ~StallWatch();
+  // Stops the thread; what it recorded stays readable.
+  void stop();
+  [[nodiscard]] bool real_time() const noexcept { return real_time_; }
+  // Call after stop().
+  [[nodiscard]] bool overlaps(Clock::time_point from, Clock::time_point to) const noexcept;
+  [[nodiscard]] std::size_t count() const noexcept { return stalls_.size(); }
+  [[nodiscard]] double longest_ms() const noexcept;
+
+ private:
+  void watch();
+
+  std::atomic<bool> done_{false};
+  std::atomic<bool> started_{false};
+  bool real_time_ = false;
+  std::vector<std::pair<Clock::time_point, Clock::time_point>> stalls_;  // in time order
+  std::thread thread_;
+};
+
+// The slow calls of one kind (over 1 ms, with when they began), and the worst of the rest.
+class SlowCalls {
+ public:
+  void add(Clock::time_point start, double us) {
+    if (us > kSlowUs) {
+      slow_.emplace_back(start, us);
+    } else if (us > worst_fast_us_) {
+      worst_fast_us_ = us;
+    }
+  }
+  // Adds the worst call that overlapped no stall, and how many did, to `out`
+  // ("worst_outside_stalls_us", "calls_in_stalls"; nothing if the watch had
+  // no real-time priority), and prints them if `print`.
+  void report(const StallWatch& w, nlohmann::ordered_json& out, bool print = true) const;
+
+ private:
+  static constexpr double kSlowUs = 1000;
+  std::vector<std::pair<Clock::time_point, double>> slow_;
+  double worst_fast_us_ = 0;
+};
+
+}  // namespace kvbench
