@@ -343,7 +343,7 @@ void report(Bench& b, const std::vector<Engine*>& engines) {
               num(kv["batch_load_ns"]), num(kv["sync_always_put_us"]));
   std::printf("kvstore worst single put while growing from 1 MiB: %.0f us", num(kv["worst_put_while_growing_us"]));
   if (kv.contains("growing") && kv["growing"].is_object()) {
-    std::printf(" (%.0f us outside machine stalls, %.0f puts overlapped one)", num(kv["growing"]["worst_outside_stalls_us"]),
+    std::printf(" (%.0f us outside CPU stalls, %.0f puts overlapped one)", num(kv["growing"]["worst_outside_stalls_us"]),
                 num(kv["growing"]["calls_in_stalls"]));
   }
   std::printf("; compaction: %.2f s\n", num(kv["compact_s"]));

@@ -57,9 +57,9 @@ void print(const std::string& what, const Percentiles& p, nlohmann::ordered_json
 
 void print_stalls(const kvbench::StallWatch& w, nlohmann::ordered_json& out) {
   if (!w.real_time()) return;
-  std::printf("  machine stalls (a real-time thread woke over 4 ms late): %zu, the longest %.1f ms\n", w.count(),
+  std::printf("  CPU stalls (a real-time thread woke over 4 ms late): %zu, the longest %.1f ms\n", w.count(),
               w.longest_ms());
-  out["machine_stalls"] = {{"count", w.count()}, {"longest_ms", w.longest_ms()}};
+  out["cpu_stalls"] = {{"count", w.count()}, {"longest_ms", w.longest_ms()}};
 }
 
 }  // namespace

@@ -27,8 +27,8 @@ void StallWatch::watch() {
   started_.store(true, std::memory_order_release);
   if (!real_time_) return;
   constexpr auto kSleep = std::chrono::milliseconds(1);
-  // Later than this: a stall. A wake-up is a few microseconds late at worst
-  // when the machine runs (4.3 ms, once in 30 s, on the idle machine).
+  // Later than this: a stall (on the idle machine, one wake-up in 30 s was
+  // later than that: 4.3 ms).
   constexpr auto kLate = std::chrono::milliseconds(4);
   auto before = Clock::now();
   while (!done_.load(std::memory_order_relaxed)) {
@@ -54,7 +54,7 @@ double StallWatch::longest_ms() const noexcept {
 
 void SlowCalls::report(const StallWatch& w, nlohmann::ordered_json& out, bool print) const {
   if (!w.real_time()) {
-    if (print) std::printf("  %-14s (no real-time priority: machine stalls not watched)\n", "");
+    if (print) std::printf("  %-14s (no real-time priority: CPU stalls not watched)\n", "");
     return;
   }
   double worst = worst_fast_us_;
@@ -67,7 +67,7 @@ void SlowCalls::report(const StallWatch& w, nlohmann::ordered_json& out, bool pr
       worst = std::max(worst, us);
     }
   }
-  if (print) std::printf("  %-14s %zu calls overlapped a machine stall; worst of the others %9.1f us\n", "", in_stalls, worst);
+  if (print) std::printf("  %-14s %zu calls overlapped a CPU stall; worst of the others %9.1f us\n", "", in_stalls, worst);
   out["calls_in_stalls"] = in_stalls;
   out["worst_outside_stalls_us"] = worst;
 }

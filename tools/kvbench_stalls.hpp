@@ -1,11 +1,13 @@
-// Machine stalls, told apart from the engines' own waits. On this project's
-// machine (a 2-core guest) a thread of the highest real-time priority that
-// sleeps 1 ms at a time sometimes wakes 25-45 ms late while the benchmark
-// writes, and perf then records no sample at all on that CPU, not even of
-// user code: the guest's CPU did not run. The worst put of every engine
-// includes such gaps. StallWatch records them, and SlowCalls tells which of a
+// CPU stalls, told apart from the engines' own waits. On this project's
+// machine (a 2-core guest, a kernel without preemption) a thread of the
+// highest real-time priority that sleeps 1 ms at a time sometimes wakes many
+// milliseconds late while the benchmark writes: the guest's CPU did not run
+// (perf recorded no sample at all on it for 29 ms, between two samples in
+// user code), or it ran kernel code that did not yield, which may be the
+// engine's own. StallWatch records those gaps, and SlowCalls tells which of a
 // phase's slow calls overlapped one, so that kvbench can print the worst call
-// both with and without them.
+// both with and without them. The worst of all calls is the figure that
+// counts; the other says how much of it the machine may explain.
 #pragma once
 
 #include <atomic>

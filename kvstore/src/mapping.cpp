@@ -77,6 +77,7 @@ Mapping::Mapping(int fd, std::uint64_t size, bool writable, const std::string& p
   base_ = static_cast<char*>(p);
   size_ = size;
   reserved_ = want;
+  grown_from_ = size;
 }
 
 Mapping Mapping::anonymous(std::uint64_t size, const std::string& path) {
@@ -87,6 +88,7 @@ Mapping::Mapping(Mapping&& o) noexcept
     : base_(std::exchange(o.base_, nullptr)),
       size_(std::exchange(o.size_, 0)),
       reserved_(std::exchange(o.reserved_, 0)),
+      grown_from_(o.grown_from_),
       fd_(o.fd_),
       writable_(o.writable_),
       outgrown_(std::move(o.outgrown_)) {}
@@ -97,6 +99,7 @@ Mapping& Mapping::operator=(Mapping&& o) noexcept {
     base_ = std::exchange(o.base_, nullptr);
     size_ = std::exchange(o.size_, 0);
     reserved_ = std::exchange(o.reserved_, 0);
+    grown_from_ = o.grown_from_;
     fd_ = o.fd_;
     writable_ = o.writable_;
     outgrown_ = std::move(o.outgrown_);
@@ -110,8 +113,11 @@ Mapping::~Mapping() {
 
 void Mapping::resize(std::uint64_t new_size, const std::string& path) {
   if (new_size > reserved_) {
+    // All that this handle grew the file by, not only the new part: a grown
+    // part not yet written (an index doubling's new table, say) stays so.
     Mapping bigger(fd_, new_size, writable_, path);
-    bigger.read_no_pages_around(size_, new_size - size_);
+    bigger.grown_from_ = grown_from_;
+    bigger.read_no_pages_around(grown_from_, new_size - grown_from_);
     bigger.outgrown_ = std::move(outgrown_);
     bigger.outgrown_.push_back(std::move(*this));
     *this = std::move(bigger);
@@ -125,6 +131,7 @@ void Mapping::resize(std::uint64_t new_size, const std::string& path) {
     if (reserve_range(base_ + new_size, size_ - new_size, MAP_FIXED) == MAP_FAILED) {
       throw_errno(path, "unmap", errno);
     }
+    grown_from_ = std::min(grown_from_, new_size);
   }
   size_ = new_size;
 }

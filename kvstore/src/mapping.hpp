@@ -97,6 +97,8 @@ class Mapping {
   char* base_ = nullptr;
   std::uint64_t size_ = 0;
   std::uint64_t reserved_ = 0;
+  // Where the part this mapping grew the file by begins (read_no_pages_around).
+  std::uint64_t grown_from_ = 0;
   int fd_ = -1;
   bool writable_ = false;
   std::vector<Mapping> outgrown_;

@@ -98,9 +98,11 @@ TEST(Mapping, AWritableMappingAsksForNoReadAroundWhereItGrew) {
   EXPECT_FALSE(reads_no_pages_around(m.base(), 64 * kKiB));
   EXPECT_TRUE(reads_no_pages_around(m.base() + 64 * kKiB, 960 * kKiB));
   ASSERT_EQ(::ftruncate(fd.get(), 64 * 1024 * kKiB), 0);
-  m.resize(64 * 1024 * kKiB, path);  // past the reservation: a new mapping of the whole file
-  EXPECT_FALSE(reads_no_pages_around(m.base(), 1024 * kKiB));
-  EXPECT_TRUE(reads_no_pages_around(m.base() + 1024 * kKiB, 63 * 1024 * kKiB));
+  // Past the reservation: a new mapping of the whole file, in which all that
+  // this mapping grew stays without read-around.
+  m.resize(64 * 1024 * kKiB, path);
+  EXPECT_FALSE(reads_no_pages_around(m.base(), 64 * kKiB));
+  EXPECT_TRUE(reads_no_pages_around(m.base() + 64 * kKiB, 64 * 1024 * kKiB - 64 * kKiB));
 }
 
 TEST(Mapping, AReadOnlyMappingKeepsReadAroundWhereItGrew) {
