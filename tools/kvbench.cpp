@@ -289,7 +289,7 @@ void bench_kvstore_only(Bench& b) {
   b.results["kvstore"]["batch_load_ns"] =
       std::chrono::duration<double, std::nano>(Clock::now() - t0).count() / static_cast<double>(b.n);
   kvb.close();
-  KvEngine grow(b.dir / "kvstore-grow.kv");
+  KvEngine grow(b.dir / "kvstore-grow.kv", kvstore::Sync::none, 64 * 1024);  // from the smallest store
   grow.open();
   double worst_us = 0;
   kvbench::SlowCalls slow;
@@ -341,7 +341,7 @@ void report(Bench& b, const std::vector<Engine*>& engines) {
   const nlohmann::ordered_json& kv = r["kvstore"];
   std::printf("kvstore load through apply() (1000 a batch): %.0f ns/op; Sync::always put: %.0f us/op\n",
               num(kv["batch_load_ns"]), num(kv["sync_always_put_us"]));
-  std::printf("kvstore worst single put while growing from 1 MiB: %.0f us", num(kv["worst_put_while_growing_us"]));
+  std::printf("kvstore worst single put while growing from 64 KiB: %.0f us", num(kv["worst_put_while_growing_us"]));
   if (kv.contains("growing") && kv["growing"].is_object()) {
     std::printf(" (%.0f us outside CPU stalls, %.0f puts overlapped one)", num(kv["growing"]["worst_outside_stalls_us"]),
                 num(kv["growing"]["calls_in_stalls"]));

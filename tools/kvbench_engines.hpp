@@ -52,12 +52,14 @@ inline bool same(std::string_view got, const std::string* want) { return want ==
 
 class KvEngine : public Engine {
  public:
-  explicit KvEngine(std::filesystem::path p, kvstore::Sync sync = kvstore::Sync::none) : path_(std::move(p)), sync_(sync) {}
+  explicit KvEngine(std::filesystem::path p, kvstore::Sync sync = kvstore::Sync::none,
+                    std::uint64_t initial_size = std::uint64_t{1} << 20)
+      : path_(std::move(p)), sync_(sync), initial_size_(initial_size) {}
   const char* name() const override { return sync_ == kvstore::Sync::always ? "kvstore(sync)" : "kvstore"; }
   void open() override {
     kvstore::Options o;
     o.sync = sync_;
-    o.initial_size = 1 << 20;
+    o.initial_size = initial_size_;
     s_.emplace(kvstore::Store::open(path_, o));
   }
   void close() override { s_.reset(); }
@@ -76,6 +78,7 @@ class KvEngine : public Engine {
  private:
   std::filesystem::path path_;
   kvstore::Sync sync_;
+  std::uint64_t initial_size_;
   std::optional<kvstore::Store> s_;
 };
 
