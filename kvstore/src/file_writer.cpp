@@ -56,9 +56,17 @@ void FileWriter::flush() {
 }
 
 void FileWriter::write(const char* data, std::uint64_t bytes, std::uint64_t offset) {
+  // A page per pwrite. The page cache takes the size of its folios from the
+  // length of each write (ext4 on recent kernels: 6.18 here), and a sync of a page
+  // of a large folio write-protects all of it: after a compaction written in
+  // 2 MiB pwrites, every sync of the root or of a chunk made the writers
+  // fault on up to 512 pages each (3M overwrites: 722k page faults and 21.4 s,
+  // against 353k and 10.0 s written a page at a time). The extra syscalls
+  // cost little: three compactions of 1M keys took 815, 400 and 388 ms, and
+  // 503, 399 and 400 ms, against 438, 406 and 335 ms in 2 MiB writes.
+  constexpr std::uint64_t kPage = 4096;
   while (bytes > 0) {
-    const ssize_t n = ::pwrite(fd_.get(), data, std::min<std::uint64_t>(bytes, std::uint64_t{1} << 30),
-                               static_cast<off_t>(offset));
+    const ssize_t n = ::pwrite(fd_.get(), data, std::min(bytes, kPage - offset % kPage), static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) throw_errno(path_, "write", n < 0 ? errno : EIO);
     data += n;
