@@ -453,8 +453,11 @@ std::vector<FileRange> DataFile::unsynced_records(const DurableMark& mark, std::
   std::vector<FileRange> ranges;
   reached = {mark.chunks, mark.used};
   std::uint64_t bytes = 0;
-  const std::uint64_t count = leave == 0 ? 0 : chunks().end().chunks;
-  const std::uint64_t until = leave == 0 ? UINT64_MAX : count - std::min(leave, count);
+  std::uint64_t until = UINT64_MAX;  // the first chunk left alone
+  if (leave != 0) {
+    const std::uint64_t count = chunks().end().chunks;
+    until = count - std::min(leave, count);
+  }
   chunks().for_each([&](const ChunkHeader& c) {
     if (c.ordinal + 1 < mark.chunks) return true;
     if (bytes >= budget || c.ordinal >= until) return false;

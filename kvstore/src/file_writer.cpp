@@ -9,7 +9,9 @@
 
 namespace kvstore::detail {
 namespace {
-// Large enough that a pwrite costs little per byte, small enough to stay in cache.
+// Records gathered before they are written (a page per pwrite, write()), and
+// the unit in which write-back is started early (flush()); small enough to
+// stay in cache.
 constexpr std::uint64_t kStreamBuffer = std::uint64_t{2} << 20;
 }  // namespace
 

@@ -44,9 +44,11 @@ void DataFile::reclaim(std::uint64_t budget, const std::function<bool()>& pinned
   // later sync has made the root without it durable (release_unlinked).
   release_unlinked();
   if (!may_reclaim()) return;
-  forget_freed(chunks().first()->ordinal);
+  // Only this write lock's holder cuts chunks off, below: the oldest stays put meanwhile.
+  const std::uint64_t oldest = chunks().first()->ordinal;
+  forget_freed(oldest);
   look_ahead(budget, pinned);
-  if (cleaned_.empty() || cleaned_.front().ordinal != chunks().first()->ordinal) return;
+  if (cleaned_.empty() || cleaned_.front().ordinal != oldest) return;
   // Where the copies end: here, or before (another handle may have moved some).
   const RecordsEnd copies = cleaned_.front().moved_to;
   if (!durable_through(copies) && (sync_in_background(copies, keep_up) || !durable_through(copies))) return;
