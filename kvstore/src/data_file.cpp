@@ -167,14 +167,19 @@ std::uint64_t DataFile::append(std::string_view key, std::string_view value, Rec
 
 // ---------------------------------------------------------------- space
 
-void DataFile::grow(std::uint64_t at_least) {
+std::uint64_t DataFile::grown_size(std::uint64_t at_least) const noexcept {
   const std::uint64_t old = map_.size();
   // Double while small (few grows from 64 KiB), then add an eighth: less
   // unused disk behind a large store, and a shorter fallocate for the put
   // that happens to grow it.
   std::uint64_t step = old < kGeometricLimit ? old : std::max(kLinearStep, old / 8);
   step = std::min(std::max(step, at_least + 64 * 1024), std::max(kMaxGrowStep, at_least + 64 * 1024));
-  std::uint64_t want = round_up(old + step, kPageSize);
+  return round_up(old + step, kPageSize);
+}
+
+void DataFile::grow(std::uint64_t at_least) {
+  const std::uint64_t old = map_.size();
+  std::uint64_t want = grown_size(at_least);
   if (want > max_size_) {
     want = max_size_ / kPageSize * kPageSize;
     if (want < old + at_least + 4096) {

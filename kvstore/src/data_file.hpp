@@ -126,13 +126,13 @@ class DataFile {
   // whole chunks, until `budget` bytes of records are done.
   void sync_records(std::uint64_t budget);
   // Whether this thread's write left work for after the write lock: a sync it
-  // staged for the sync thread, or one to wait for because the writers have
-  // outrun reclaiming.
-  [[nodiscard]] bool work_after_lock() const noexcept;
-  // Does it, once the write section has let the lock go: starts the staged
-  // sync's write-back, then waits if it must (without a wait, four threads
-  // left 0.81 of the records dead). The next reclaiming write moves the
-  // durable mark, or retries a failed sync.
+  // staged for the sync thread, one to wait for because the writers have
+  // outrun reclaiming, or the blocks of the next grow to allocate (plan_grow_ahead).
+  [[nodiscard]] bool work_after_lock() noexcept;
+  // Does it, once the write section has let the lock go: allocates those
+  // blocks, starts the staged sync's write-back, then waits if it must
+  // (without a wait, four threads left 0.81 of the records dead). The next
+  // reclaiming write moves the durable mark, or retries a failed sync.
   void do_work_after_lock() noexcept;
 
   // --- history (any lock)
@@ -255,6 +255,14 @@ class DataFile {
   // Allocates from the segment, growing the file until it fits.
   void* allocate(std::uint64_t bytes);
   void grow(std::uint64_t at_least);
+  // The size grow(at_least) makes the file (before max_size_ caps it).
+  [[nodiscard]] std::uint64_t grown_size(std::uint64_t at_least) const noexcept;
+  // --- growing ahead (grow_ahead.cpp)
+  // Write lock: whether the next grow() is near and its blocks are not
+  // allocated yet; if so, notes for this thread what grow_ahead() allocates.
+  bool plan_grow_ahead() noexcept;
+  // After the lock: allocates those blocks past the end of the file.
+  static void grow_ahead() noexcept;
   // Replays every record into key -> latest record (recovery.cpp).
   LatestIndex replay(const std::function<void(const std::string&)>& problem,
                      std::uint64_t* record_bytes, Replay mode, const RecordsEnd* until = nullptr) const;
@@ -341,6 +349,7 @@ class DataFile {
   static constexpr std::size_t kLookAhead = 4;
   std::vector<Cleaned> cleaned_;
   bool chunk_filled_ = false;  // a chunk was linked since write_behind() last staged a step
+  std::uint64_t allocated_ahead_ = 0;  // the file size plan_grow_ahead() last allocated blocks for
   // Chunks cut off the list but not yet freed, oldest first: each waits for
   // the sync thread's sync number `after_sync` (SyncWorker::staged_count),
   // which makes the root without it durable.

@@ -148,7 +148,8 @@ class LockFile {
   void exit_read() noexcept { slot_->readers.fetch_sub(1, std::memory_order_release); }
 
   // --- writes
-  enum class WriteResult { ok, owner_died };
+  // (entered_read: only inside lock_mutex(true), never returned by the public calls)
+  enum class WriteResult { ok, owner_died, entered_read };
   // Takes the writer mutex and waits until no reader is inside. owner_died:
   // the previous holder died holding it; the caller must check the store.
   // Throws Error(busy) after `timeout`.
@@ -261,7 +262,9 @@ class LockFile {
   [[nodiscard]] static std::pair<std::uint64_t, std::uint64_t> identity_of(const struct stat& st) noexcept;
 
   // --- the write lock (lock_writer_queue.cpp)
-  WriteResult lock_mutex();
+  // With `for_read` (wait_and_enter_read), may instead enter a read beside a
+  // holder that admits readers: entered_read, the mutex not taken.
+  WriteResult lock_mutex(bool for_read = false);
   // Waits until `ticket` may take the mutex. Returns true if it took the
   // mutex itself, jumping a stalled queue (result in `r`).
   bool wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::time_point deadline, WriteResult& r);

@@ -128,9 +128,13 @@ void DataFile::write_behind() {
   (void)stage_sync(kWriteBehindLag);  // if it cannot, reclaiming syncs itself
 }
 
-bool DataFile::work_after_lock() const noexcept { return t_staged_sync || t_waits_for_sync; }
+bool DataFile::work_after_lock() noexcept {
+  const bool grow = plan_grow_ahead();  // not short-circuited: it notes what to allocate
+  return grow || t_staged_sync || t_waits_for_sync;
+}
 
 void DataFile::do_work_after_lock() noexcept {
+  grow_ahead();
   if (std::exchange(t_staged_sync, false)) sync_worker_->start();
   // Bounded: a sync behind a busy device took up to 70 ms, and a writer that
   // waited for all of it stalled as long. Each write that finds the writers

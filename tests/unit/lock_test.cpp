@@ -519,6 +519,50 @@ TEST(TwoStep, AWritersOnlyHolderAdmitsReadersAndHoldsWriters) {
   EXPECT_EQ(b.order_len.load(), 1);
 }
 
+// A reader that queued for the mutex (a writer was inside) and finds a
+// writers-only holder there when its turn comes goes in beside that holder,
+// instead of waiting until it lets go (a compaction's last catch-up and its
+// syncs: a get waited 8-130 ms behind them).
+TEST(TwoStep, AQueuedReaderGetsInBesideAWritersOnlyHolder) {
+  Scene s;
+  Board& b = s.board;
+  ASSERT_EQ(s.lock->lock_write(), WriteResult::ok);  // the writer inside
+  const int holder = s.kids.start([&] {
+    auto lock = attach(s.path);
+    b.ready[0] = 1;
+    if (lock->lock_writers() != WriteResult::ok) return 2;
+    b.inside = 1;
+    if (!await(b.go[0])) return 3;  // holds the writer mutex until the parent says
+    lock->unlock_writers();
+    return 0;
+  });
+  ASSERT_TRUE(eventually([&] { return b.ready[0].load() == 1 && s.view.next_ticket() == 1; }))
+      << "the writers-only locker should queue behind the writer";
+  const int reader = s.kids.start([&] {
+    auto lock = attach(s.path);
+    b.ready[1] = 1;
+    if (lock->try_enter_read()) return 4;  // the writer is inside: turned away
+    if (lock->wait_and_enter_read() != WriteResult::ok) return 5;
+    const bool beside = b.inside.load() == 1 && b.go[0].load() == 0;
+    lock->exit_read();
+    b.done.fetch_add(1);
+    return beside ? 0 : 6;
+  });
+  ASSERT_TRUE(eventually([&] { return b.ready[1].load() == 1 && s.view.next_ticket() == 2; }))
+      << "the reader should queue behind the writers-only locker";
+  s.lock->unlock_write();
+  ASSERT_TRUE(eventually([&] { return b.inside.load() == 1; }));
+  EXPECT_TRUE(eventually([&] { return b.done.load() == 1; }))
+      << "the reader should get in while the writers-only holder holds the mutex";
+  b.go[0] = 1;
+  EXPECT_EQ(s.kids.wait(holder), 0);
+  EXPECT_EQ(s.kids.wait(reader), 0);
+  // The reader passed its turn on: the queue is empty and the lock free.
+  EXPECT_EQ(s.view->serving.load(), s.view.next_ticket());
+  EXPECT_EQ(s.lock->lock_write(), WriteResult::ok);
+  s.lock->unlock_write();
+}
+
 // Write pacing (lock_pacing.cpp): while a compaction paces the writers, every
 // handle's writes begin a gap apart; the pacing ends when it is stopped, or
 // by itself when its span runs out, as when the pacer dies.
