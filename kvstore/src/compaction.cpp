@@ -35,8 +35,9 @@ void Store::Impl::compact() {
   {
     ReadSection r(*this);
     if (!file_->writable()) throw Error(Errc::read_only, path_ + ": file is not writable");
-    // Under the read lock the path holds the file we map: replacing it takes the write lock.
-    source.emplace(DataFile::open(path_, false, options_.max_file_size));
+    // The file this handle maps, which the path may no longer hold: another
+    // handle's compaction renames its file into place before it tells us.
+    source.emplace(DataFile::open_again(*file_));
     shrink = detail::open_writable_twin(path_, *source);
     end = file_->chunks().end();
     epoch = lock_->file_epoch();
@@ -65,7 +66,8 @@ void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std:
                                     const detail::RecordsEnd& end, bool current, std::uint64_t epoch,
                                     detail::BatchReplay& batches) {
   // Writers wait from here; readers go on reading the file as it is (the
-  // catch-up writes only the copy) until the publish.
+  // catch-up writes only the copy, and the rename leaves their mapping be)
+  // until this handle swaps its own mapping.
   TwoStepWriteSection w(*this);
   lock_->stop_pacing();  // the writers queue for the lock now
   if (w.owner_died() || !current || lock_->file_epoch() != epoch) {
@@ -76,16 +78,28 @@ void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std:
     ::unlink(tmp.c_str());
     fresh = DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp,
                               options_.max_file_size, DataFile::Rebuilt::compaction);
-  } else {
-    source.adopt_size();
-    detail::crash_point("compact.catching_up");
-    (void)catch_up(source, fresh, end, nullptr, batches);
-    fresh.sync_all();  // before readers wait: the publish then has nothing left to sync
-    w.exclude_readers();
+    fresh.set_change_count(lock_->change_count());
+    detail::crash_point("compact.caught_up");
+    publish(std::move(fresh), tmp);
+    return;
   }
-  fresh.set_change_count(lock_->change_count());
+  source.adopt_size();
+  detail::crash_point("compact.catching_up");
+  (void)catch_up(source, fresh, end, nullptr, batches);
+  fresh.set_change_count(lock_->change_count());  // no writer can change it now
   detail::crash_point("compact.caught_up");
-  publish(std::move(fresh), tmp);
+  // All that waits for the device (the sync, the rename's), with readers
+  // still reading: behind a busy device a publish held every reader 88 ms.
+  put_in_place(fresh, tmp, fs_path_);
+  // The other handles, readers among them, move to the new file at their
+  // next call: it holds everything the old one does, as no writer got in.
+  file_->retire();
+  lock_->bump_file_epoch();
+  // Only this handle's own mapping needs its readers out. Should that fail
+  // (a reader that never leaves), the handle reopens at its next call.
+  w.exclude_readers(false);
+  epoch_ = lock_->file_epoch();
+  replace_mapping(std::make_shared<DataFile>(std::move(fresh)));
 }
 
 void Store::Impl::let_go_last(DataFile old, detail::Fd shrink) {

@@ -97,16 +97,33 @@ DataFile DataFile::open(const std::string& path, bool writable, std::uint64_t ma
     if (errno == EISDIR) throw Error(Errc::not_a_store, path + ": is a directory");
     throw_errno(path, "open", errno);
   }
-  d.mark_open();
-  const HeaderCheck hc = read_and_validate_header(d.fd_.get(), path);
-  d.map_ = Mapping(d.fd_.get(), hc.file_size, d.writable_, path);
-  d.root_offset_ = hc.root_offset;
-  d.seed_ = hc.hash_seed;
-  d.short_file_ = hc.short_file;
+  d.map_opened();
   // The root is validated by the caller once it knows the file needs no
   // recovery: after a power cut it may point at pages that never reached the
   // disk, and recovery reads only what the chunks prove.
   return d;
+}
+
+DataFile DataFile::open_again(const DataFile& f) {
+  DataFile d;
+  d.path_ = f.path_;
+  d.max_size_ = f.max_size_;
+  d.writable_ = false;
+  // A duplicate shares f's open file description, and with it f's lock on
+  // the open byte (mark_open): the lock lasts while either is open.
+  d.fd_ = Fd(::fcntl(f.fd_.get(), F_DUPFD_CLOEXEC, 0));
+  if (!d.fd_) throw_errno(f.path_, "open again", errno);
+  d.map_opened();
+  return d;
+}
+
+void DataFile::map_opened() {
+  mark_open();
+  const HeaderCheck hc = read_and_validate_header(fd_.get(), path_);
+  map_ = Mapping(fd_.get(), hc.file_size, writable_, path_);
+  root_offset_ = hc.root_offset;
+  seed_ = hc.hash_seed;
+  short_file_ = hc.short_file;
 }
 
 namespace {

@@ -35,6 +35,9 @@ class DataFile {
   // Opens and validates an existing file. Throws Error: not_a_store,
   // version_mismatch, corrupt, io.
   static DataFile open(const std::string& path, bool writable, std::uint64_t max_size);
+  // Maps the very file `f` has open again, read-only, through a descriptor of
+  // its own: the path may hold another file by now.
+  static DataFile open_again(const DataFile& f);
 
   DataFile(DataFile&&) noexcept = default;
   DataFile& operator=(DataFile&&) noexcept = default;
@@ -322,6 +325,8 @@ class DataFile {
   Fd fd_;  // holds the shared lock that open_elsewhere() looks for
   // Takes that lock, once fd_ is set.
   void mark_open() const noexcept;
+  // After fd_ is open: marks it so, reads the header and maps the file.
+  void map_opened();
   Mapping map_;
   bool writable_ = false;
   bool short_file_ = false;

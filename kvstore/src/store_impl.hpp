@@ -123,6 +123,9 @@ class Store::Impl {
   // `path`, makes the rename durable, retires `old` and tells the other handles.
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                            detail::DataFile* old, detail::LockFile& lock);
+  // Its first half: makes `fresh` durable and renames it over `path`,
+  // durably. Everything in a replacement that waits for the device.
+  static void put_in_place(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path);
   // Takes the write lock for a change (refused for a read-only handle) and
   // runs f() under it.
   template <class F>

@@ -94,12 +94,14 @@ class Store::Impl::TwoStepWriteSection {
   // The writer before us died holding the lock: the store must be checked
   // (refresh, after exclude_readers) before anything else.
   [[nodiscard]] bool owner_died() const noexcept { return died_; }
-  void exclude_readers() {
+  // Without `refresh`, for a caller that replaced the file under the first
+  // step and maps the new one itself.
+  void exclude_readers(bool refresh = true) {
     held_ = false;  // exclude_readers_too releases the lock if it fails
     impl_.lock_->exclude_readers_too();
     held_ = true;
     readers_excluded_ = true;
-    impl_.refresh(died_);
+    if (refresh) impl_.refresh(died_);
   }
 
  private:
