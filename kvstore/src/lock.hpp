@@ -167,10 +167,11 @@ class LockFile {
   }
   void unlock_writers() noexcept { pthread_mutex_unlock(&shared_->writer); }
   // After try_enter_read() failed: waits for its turn behind the writers
-  // queued before it and enters the read (ok). Returns owner_died if it found
-  // the writer dead: the caller then holds the write lock (as after
-  // lock_write), is not inside a read, and must recover and unlock_write().
-  // Throws Error(busy).
+  // queued before it and enters the read (ok); at the head of the queue it
+  // enters at once beside a holder that admits readers (lock_writers).
+  // Returns owner_died if it found the writer dead: the caller then holds the
+  // write lock (as after lock_write), is not inside a read, and must recover
+  // and unlock_write(). Throws Error(busy).
   WriteResult wait_and_enter_read();
 
   // --- optimistic reads (slot-less handles; also valid, but unneeded, for others)
