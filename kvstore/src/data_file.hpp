@@ -282,7 +282,7 @@ class DataFile {
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 
-  void move_if_live(const RecordView& rec);
+  void move_if_live(const RecordView& rec, std::uint64_t hash);
   // Whether the durable mark is at or past `end`.
   [[nodiscard]] bool durable_through(const RecordsEnd& end) const noexcept;
   // The records after the durable `mark` and their chunk headers, as file
