@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <cerrno>
+#include <optional>
 #include <thread>
 
 #include "crash_point.hpp"
@@ -51,7 +52,8 @@ bool LockFile::slot_owner_alive(std::uint32_t i) const noexcept {
 }
 
 void LockFile::wait_for_readers() {
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  // Read the clock only once a wait is slow: most writes find no reader inside.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   const std::uint32_t high = shared_->slot_high.load(std::memory_order_seq_cst);
   for (std::uint32_t i = 0; i < high; ++i) {
     ReaderSlot& s = shared_->slots[i];
@@ -63,7 +65,9 @@ void LockFile::wait_for_readers() {
       // Slow: a reader is long inside, or dead. Our own slot's owner is us, and
       // the kernel would not report our own lock, so never skip it.
       if (i != slot_index_ && (spins & 255) == 0 && !slot_owner_alive(i)) break;
-      if (std::chrono::steady_clock::now() >= deadline) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!deadline) deadline = now + timeout_;
+      if (now >= *deadline) {
         throw Error(Errc::busy, path_ + ": readers did not leave within " +
                                     std::to_string(timeout_.count()) + " ms");
       }

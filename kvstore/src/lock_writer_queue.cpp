@@ -52,8 +52,6 @@ bool not_after(std::uint32_t a, std::uint32_t b) noexcept { return static_cast<s
 }  // namespace
 
 LockFile::WriteResult LockFile::lock_mutex(bool for_read) {
-  const auto start = std::chrono::steady_clock::now();
-  const auto deadline = start + timeout_;
   auto lock_until = [&](std::chrono::steady_clock::time_point until) {
     const auto left = std::chrono::duration_cast<std::chrono::microseconds>(until - std::chrono::steady_clock::now());
     const timespec ts = realtime_deadline(std::max(left, std::chrono::microseconds(0)));
@@ -67,6 +65,9 @@ LockFile::WriteResult LockFile::lock_mutex(bool for_read) {
       took_mutex(shared_->writer, pthread_mutex_trylock(&shared_->writer), r)) {
     return r;
   }
+  // The clock only from here: the fast path is most writes.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout_;
   const std::uint32_t ticket = shared_->next_ticket.fetch_add(1, std::memory_order_acq_rel);
   if (!wait_for_turn(ticket, deadline, r)) {
     // Head of the queue. Should the fast path keep beating us to the mutex
