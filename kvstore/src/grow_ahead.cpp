@@ -16,8 +16,8 @@
 // whole step ahead, an eighth of the file, left kvbench's churn after a
 // compaction at 2.08x the raw bytes once, against 1.85x). The rest is
 // allocated under the lock, mostly from the block group just read; the
-// whole step did better there (a compaction benchmark's worst get 4.4-8.3 ms
-// in 30 runs, against 4.3-14.7 ms in 20 runs with 4 MiB), but kept the
+// whole step did better there (a compaction benchmark's worst get 4.2-8.3 ms
+// in 30 runs, against 4.7-14.7 ms in 10 runs with 4 MiB), but kept the
 // room from the disk.
 #include <fcntl.h>
 
