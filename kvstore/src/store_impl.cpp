@@ -113,6 +113,8 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   }
   const LockFile::WriteResult r = lock_->lock_write();
   try {
+    // As in refresh(): the dead writer may have replaced the file unannounced.
+    if (r == LockFile::WriteResult::owner_died) lock_->bump_file_epoch();
     if (lock_->first()) detail::remove_stale_temp_files(fs_path_);
     open_or_create();
     const FileHeader& h = file_->header();

@@ -245,17 +245,22 @@ TEST(Crash, CompactorKilledWhileItPacesAWriterLosesNothing) {
 
 // A compaction killed once its new file is at the path but before it told
 // the other handles (its rename is durable, the epoch not yet bumped): the
-// handle that takes over the dead compactor's lock must not be the only one
-// to look at the path again. Another handle that went on with the old,
-// unlinked file would have its later writes lost.
-TEST(Crash, CompactorKilledAfterItsRenameLeavesNoHandleOnTheOldFile) {
+// handle that takes over the dead compactor's lock, by a write or by opening
+// the store, must not be the only one to look at the path again. Another
+// handle that went on with the old, unlinked file would have its later
+// writes lost.
+class CompactorKilledAfterItsRename : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CompactorKilledAfterItsRename, LeavesNoHandleOnTheOldFile) {
+  const bool opener_takes_over = GetParam();
   TempDir dir;
   const std::string path = dir.file("store.kv");
   std::vector<kvstore::BatchOp> fill;
   for (int i = 0; i < 2000; ++i) fill.push_back({"fill/" + std::to_string(i), std::string(100, 'f'), false});
   kvstore::Store x = kvstore::Store::open(path, small_store());
   x.apply(fill);
-  kvstore::Store y = kvstore::Store::open(path, small_store());
+  std::optional<kvstore::Store> y;
+  if (!opener_takes_over) y.emplace(kvstore::Store::open(path, small_store()));
   const pid_t compactor = ::fork();
   if (compactor == 0) {
     ::setenv("KVSTORE_CRASH_AT", "publish.after_rename:1", 1);
@@ -270,13 +275,17 @@ TEST(Crash, CompactorKilledAfterItsRenameLeavesNoHandleOnTheOldFile) {
   int status = 0;
   ::waitpid(compactor, &status, 0);
   ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
-  y.put("by/y", "1");  // takes the dead compactor's lock
+  if (opener_takes_over) y.emplace(kvstore::Store::open(path, small_store()));  // takes the dead lock
+  y->put("by/y", "1");  // or takes it here
   x.put("by/x", "2");  // takes the lock after y: must write to the new file too
   EXPECT_EQ(x.get("by/y"), "1");
-  EXPECT_EQ(y.get("by/x"), "2");
+  EXPECT_EQ(y->get("by/x"), "2");
   kvstore::Store fresh = kvstore::Store::open(path, small_store());
   EXPECT_EQ(fresh.get("by/x"), "2");
   EXPECT_EQ(fresh.get("by/y"), "1");
   EXPECT_EQ(fresh.get("fill/1999"), std::string(100, 'f'));
   EXPECT_TRUE(fresh.check().empty());
 }
+
+INSTANTIATE_TEST_SUITE_P(TakenOverBy, CompactorKilledAfterItsRename, ::testing::Values(false, true),
+                         [](const auto& taker) { return taker.param ? "AnOpen" : "AWrite"; });
