@@ -78,7 +78,7 @@ LockFile::WriteResult LockFile::lock_mutex(bool for_read) {
       // A holder of the writer mutex alone (lock_writers: a compaction's
       // last catch-up, and its syncs) admits readers, for as long as it
       // holds it: a reader at the head goes in beside it and passes its
-      // turn on, instead of waiting for all of it (a get waited 8-130 ms so).
+      // turn on, instead of waiting for all of it (a get waited 8.8 ms so).
       for (;;) {
         rc = lock_until(std::min(deadline, std::chrono::steady_clock::now() + kReaderLook));
         if (rc != ETIMEDOUT || std::chrono::steady_clock::now() >= deadline) break;
