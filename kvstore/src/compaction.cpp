@@ -70,7 +70,8 @@ void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std:
   // until this handle swaps its own mapping.
   TwoStepWriteSection w(*this);
   lock_->stop_pacing();  // the writers queue for the lock now
-  if (w.owner_died() || !current || lock_->file_epoch() != epoch) {
+  const bool whole_lock = w.owner_died() || !current || lock_->file_epoch() != epoch;
+  if (whole_lock) {
     // A writer died, or another handle compacted or recovered the store
     // meanwhile (the copy is of a file that is gone): compact the current
     // file under the whole lock.
@@ -78,23 +79,22 @@ void Store::Impl::finish_compaction(DataFile& source, DataFile fresh, const std:
     ::unlink(tmp.c_str());
     fresh = DataFile::rebuild(*file_, file_->read_history(detail::Replay::strict, false), tmp,
                               options_.max_file_size, DataFile::Rebuilt::compaction);
-    fresh.set_change_count(lock_->change_count());
-    detail::crash_point("compact.caught_up");
+  } else {
+    source.adopt_size();
+    detail::crash_point("compact.catching_up");
+    (void)catch_up(source, fresh, end, nullptr, batches);
+  }
+  fresh.set_change_count(lock_->change_count());  // no writer can change it now
+  detail::crash_point("compact.caught_up");
+  if (whole_lock) {
     publish(std::move(fresh), tmp);
     return;
   }
-  source.adopt_size();
-  detail::crash_point("compact.catching_up");
-  (void)catch_up(source, fresh, end, nullptr, batches);
-  fresh.set_change_count(lock_->change_count());  // no writer can change it now
-  detail::crash_point("compact.caught_up");
   // All that waits for the device (the sync, the rename's), with readers
   // still reading: behind a busy device a publish held every reader 88 ms.
-  put_in_place(fresh, tmp, fs_path_);
   // The other handles, readers among them, move to the new file at their
   // next call: it holds everything the old one does, as no writer got in.
-  file_->retire();
-  lock_->bump_file_epoch();
+  replace_file(fresh, tmp, fs_path_, file_.get(), *lock_);
   // Only this handle's own mapping needs its readers out. Should that fail
   // (a reader that never leaves), the handle reopens at its next call.
   w.exclude_readers(false);

@@ -37,9 +37,13 @@ timespec realtime_deadline(std::chrono::microseconds timeout) {
 
 // Whether a lock call's result `rc` means we hold the mutex now; a dead
 // previous owner (EOWNERDEAD) is reported through `r` after making it usable.
-bool took_mutex(pthread_mutex_t& m, int rc, LockFile::WriteResult& r) noexcept {
+// The dead owner may also have put a new data file in place without telling
+// the other handles (a compaction killed between its rename and the epoch's
+// bump): the epoch moves on, and every handle looks at the path again.
+bool took_mutex(LockShared& shared, int rc, LockFile::WriteResult& r) noexcept {
   if (rc == EOWNERDEAD) {
-    pthread_mutex_consistent(&m);
+    pthread_mutex_consistent(&shared.writer);
+    shared.file_epoch.fetch_add(1, std::memory_order_acq_rel);
     r = LockFile::WriteResult::owner_died;
     return true;
   }
@@ -62,7 +66,7 @@ LockFile::WriteResult LockFile::lock_mutex(bool for_read) {
   // stream of writes from paying a context switch per write.
   WriteResult r = WriteResult::ok;
   if (shared_->starving.load(std::memory_order_acquire) == 0 &&
-      took_mutex(shared_->writer, pthread_mutex_trylock(&shared_->writer), r)) {
+      took_mutex(*shared_, pthread_mutex_trylock(&shared_->writer), r)) {
     return r;
   }
   // The clock only from here: the fast path is most writes.
@@ -95,7 +99,7 @@ LockFile::WriteResult LockFile::lock_mutex(bool for_read) {
         rc = lock_until(deadline);
       }
     }
-    if (!took_mutex(shared_->writer, rc, r)) {
+    if (!took_mutex(*shared_, rc, r)) {
       serve_from(ticket + 1);  // let the queue go on without us
       if (rc == ETIMEDOUT) throw_busy();
       throw_errno(path_, "lock", rc);
@@ -124,7 +128,7 @@ bool LockFile::wait_for_turn(std::uint32_t ticket, std::chrono::steady_clock::ti
         // The queue has not moved. If the mutex is held, a long operation
         // (a compaction) is under way: keep waiting. If it is free, the
         // ticket whose turn it is belongs to a waiter that died: jump it.
-        if (took_mutex(shared_->writer, pthread_mutex_trylock(&shared_->writer), r)) return true;
+        if (took_mutex(*shared_, pthread_mutex_trylock(&shared_->writer), r)) return true;
         moved = now;
       }
       if (now >= deadline) {

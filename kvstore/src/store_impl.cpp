@@ -113,8 +113,6 @@ Store::Impl::Impl(const std::filesystem::path& path, const Options& options)
   }
   const LockFile::WriteResult r = lock_->lock_write();
   try {
-    // As in refresh(): the dead writer may have replaced the file unannounced.
-    if (r == LockFile::WriteResult::owner_died) lock_->bump_file_epoch();
     if (lock_->first()) detail::remove_stale_temp_files(fs_path_);
     open_or_create();
     const FileHeader& h = file_->header();
@@ -219,10 +217,6 @@ void Store::Impl::replace_mapping(std::shared_ptr<DataFile> fresh) {
 }
 
 void Store::Impl::refresh(bool owner_died) {
-  // A writer that died may have put a new file in place without telling the
-  // other handles (a compaction killed between its rename and the epoch's
-  // bump): they all look at the path again at their next call.
-  if (owner_died) lock_->bump_file_epoch();
   if (owner_died || lock_->file_epoch() != epoch_ || file_->retired()) {
     reopen();
     epoch_ = lock_->file_epoch();
@@ -279,13 +273,6 @@ void Store::Impl::recover(const std::string& why, bool header_trusted) {
 
 void Store::Impl::replace_file(DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                                DataFile* old, LockFile& lock) {
-  put_in_place(fresh, tmp, path);
-  // Handles still mapping the old file reopen the path at their next call.
-  if (old != nullptr && old->writable()) old->retire();
-  lock.bump_file_epoch();
-}
-
-void Store::Impl::put_in_place(DataFile& fresh, const std::string& tmp, const std::filesystem::path& path) {
   fresh.sync_all();
   detail::crash_point("publish.before_rename");
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
@@ -297,8 +284,11 @@ void Store::Impl::put_in_place(DataFile& fresh, const std::string& tmp, const st
   detail::crash_point("publish.after_rename");
   // The rename must be durable before anyone relies on it, and before the old
   // file is retired (a retired file at the path is damage). A failure is not
-  // thrown: the new file is in place, and the callers must retire the old.
+  // thrown: the new file is in place, and the old must be retired.
   (void)detail::sync_directory(path);
+  // Handles still mapping the old file reopen the path at their next call.
+  if (old != nullptr && old->writable()) old->retire();
+  lock.bump_file_epoch();
 }
 
 void Store::Impl::publish(DataFile fresh, const std::string& tmp) {

@@ -119,13 +119,11 @@ class Store::Impl {
   // How far ahead a compaction paces the writers: renewed every round, and
   // it ends by itself if the compaction dies.
   static constexpr std::chrono::milliseconds kPacingSpan{500};
-  // The same, for any caller holding the write lock: renames `fresh` over
-  // `path`, makes the rename durable, retires `old` and tells the other handles.
+  // The same, for any caller holding the write lock (the writers' part of it
+  // is enough): renames `fresh` over `path`, makes the rename durable,
+  // retires `old` and tells the other handles.
   static void replace_file(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path,
                            detail::DataFile* old, detail::LockFile& lock);
-  // Its first half: makes `fresh` durable and renames it over `path`,
-  // durably. Everything in a replacement that waits for the device.
-  static void put_in_place(detail::DataFile& fresh, const std::string& tmp, const std::filesystem::path& path);
   // Takes the write lock for a change (refused for a read-only handle) and
   // runs f() under it.
   template <class F>
