@@ -35,6 +35,7 @@ SyncWorker::Outcome SyncWorker::collect(RecordsEnd& reached) {
     case State::idle:
       return Outcome::idle;
     case State::staged:
+    case State::handed:
     case State::starting:
     case State::queued:
     case State::running:
@@ -76,25 +77,35 @@ bool SyncWorker::stage(int fd, const std::vector<FileRange>& ranges, const Recor
   return true;
 }
 
-void SyncWorker::start() noexcept {
+bool SyncWorker::start() noexcept {
   std::unique_lock lock(m_);
-  if (state_ != State::staged) return;  // the thread took it over
+  if (state_ != State::staged) return false;  // the thread took it over
+  if (!policy_.writer_begins(BeginPolicy::Clock::now())) {
+    state_ = State::handed;
+    lock.unlock();
+    changed_.notify_all();
+    return false;
+  }
   state_ = State::starting;
-  lock.unlock();
-  begin_write_back();
-  lock.lock();
+  begin_write_back(lock);
   state_ = State::queued;
   lock.unlock();
   changed_.notify_all();
+  return true;
 }
 
-void SyncWorker::begin_write_back() noexcept {
+void SyncWorker::begin_write_back(std::unique_lock<std::mutex>& lock) noexcept {
   // The ranges are left alone by everyone else meanwhile. Errors show in the
   // thread's wait for the same ranges.
+  lock.unlock();
+  const auto from = BeginPolicy::Clock::now();
   for (const FileRange& r : ranges_) {
     (void)::sync_file_range(fd_.get(), static_cast<off64_t>(r.offset), static_cast<off64_t>(r.length),
                             SYNC_FILE_RANGE_WRITE);
   }
+  const auto to = BeginPolicy::Clock::now();
+  lock.lock();
+  policy_.began(from, to);
 }
 
 void SyncWorker::wait(std::chrono::milliseconds most) {
@@ -108,13 +119,16 @@ void SyncWorker::run() {
   for (;;) {
     // A sync staged but not started soon is taken over: every write section
     // starts what it staged, but nothing may wait on a start that never comes.
-    changed_.wait(lock, [&] { return stop_ || state_ == State::queued || state_ == State::staged; });
+    changed_.wait(lock, [&] {
+      return stop_ || state_ == State::queued || state_ == State::staged || state_ == State::handed;
+    });
     if (state_ == State::staged &&
         !changed_.wait_for(lock, std::chrono::milliseconds(5), [&] { return state_ != State::staged; })) {
+      state_ = State::handed;
+    }
+    if (state_ == State::handed) {
       state_ = State::running;
-      lock.unlock();
-      begin_write_back();
-      lock.lock();
+      begin_write_back(lock);
     }
     if (state_ == State::starting) continue;  // the writer is starting it
     if (state_ != State::queued && state_ != State::running) return;  // stopping, nothing to do
