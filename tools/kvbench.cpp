@@ -9,7 +9,7 @@
 // `--only coordination` runs just those.
 //
 //   kvbench [-n N] [--key-size 16] [--value-size 100] [--seed S] [--dir D] [--json FILE] [--plot FILE.png]
-//           [--only coordination|maintenance|churn]
+//           [--only coordination|maintenance|churn] [--no-stall-watch]
 #include <signal.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -395,7 +395,11 @@ int main(int argc, char** argv) {
   app.add_option("--plot", plot_path, "also draw the results with gnuplot (PNG)");
   app.add_option("--only", only, "run only this group of workloads: coordination, maintenance, churn")
       ->check(CLI::IsMember({"coordination", "maintenance", "churn"}));
+  bool no_stall_watch = false;
+  app.add_flag("--no-stall-watch", no_stall_watch,
+               "time the latency phases without the real-time thread that tells CPU stalls apart (it perturbs them)");
   CLI11_PARSE(app, argc, argv);
+  if (no_stall_watch) kvbench::StallWatch::turn_off();
   if (b.n < 100 || b.key_size < 8) die("need -n >= 100 and --key-size >= 8");
 
   b.dir = dir_opt.empty() ? fs::path(::mkdtemp((fs::temp_directory_path() / "kvbench-XXXXXX").string().data()))

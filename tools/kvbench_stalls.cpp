@@ -8,7 +8,14 @@
 
 namespace kvbench {
 
+namespace {
+std::atomic<bool> g_off{false};
+}  // namespace
+
+void StallWatch::turn_off() noexcept { g_off.store(true); }
+
 StallWatch::StallWatch() {
+  if (g_off.load()) return;
   thread_ = std::thread([this] { watch(); });
   while (!started_.load(std::memory_order_acquire)) std::this_thread::yield();
 }
@@ -54,7 +61,7 @@ double StallWatch::longest_ms() const noexcept {
 
 void SlowCalls::report(const StallWatch& w, nlohmann::ordered_json& out, bool print) const {
   if (!w.real_time()) {
-    if (print) std::printf("  %-14s (no real-time priority: CPU stalls not watched)\n", "");
+    if (print) std::printf("  %-14s (CPU stalls not watched: turned off, or no real-time priority)\n", "");
     return;
   }
   double worst = worst_fast_us_;
