@@ -36,12 +36,13 @@ TEST(BeginPolicy, TheWriterBeginsUntilABeginIsSlowThenTheThreadForAWhile) {
   EXPECT_TRUE(p.writer_begins(after + BeginPolicy::kFor + 2ms));
 }
 
-// Stages a sync of a file's first MiB on `w`, starts it as a writer would,
-// and waits for its outcome. Returns what start() said.
-bool sync_once(SyncWorker& w, int fd, SyncWorker::Outcome& outcome) {
+// Stages a sync of a file's first MiB on `w`, starts it as a writer would
+// (unless `start` is false: a writer that never comes back to it), and waits
+// for its outcome. Returns what start() said.
+bool sync_once(SyncWorker& w, int fd, SyncWorker::Outcome& outcome, bool start = true) {
   const std::vector<FileRange> ranges{{0, 1 << 20}};
   EXPECT_TRUE(w.stage(fd, ranges, RecordsEnd{1, 1 << 20}));
-  const bool began = w.start();
+  const bool began = start && w.start();
   RecordsEnd reached;
   const auto deadline = std::chrono::steady_clock::now() + 60s;  // a liveness bound, not a speed one
   do {
@@ -88,6 +89,14 @@ TEST_F(SyncWorkerTest, AfterASlowStartTheThreadStartsItAndStillFinishesIt) {
     EXPECT_EQ(outcome, SyncWorker::Outcome::done) << "sync " << i;
     EXPECT_EQ(w.done_count(), static_cast<std::uint64_t>(i));
   }
+}
+
+TEST_F(SyncWorkerTest, ASyncNobodyStartsIsTakenOverByTheThread) {
+  SyncWorker w;
+  SyncWorker::Outcome outcome{};
+  (void)sync_once(w, fd_, outcome, false);
+  EXPECT_EQ(outcome, SyncWorker::Outcome::done);
+  EXPECT_FALSE(w.start());  // nothing staged any more
 }
 
 }  // namespace
