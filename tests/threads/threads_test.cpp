@@ -96,12 +96,19 @@ TEST(Threads, ReadersDuringGrowsAndCompactions) {
   std::atomic<int> writers_done{0};
   std::atomic<int> errors{0};
   std::atomic<long> reads{0};
+  std::atomic<int> compactions{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < kWriters; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < kKeys; ++i) {
         a.put(key_of(t, i), value_of(t, i));
         acknowledged[t].store(i + 1, std::memory_order_release);
+        if (i == kKeys / 2) {
+          // Halfway, until the readers and the compactor have been at work: the
+          // test is of their overlap with the writes, and on a busy machine the
+          // writers once finished before a reader had run at all (0 reads).
+          while (reads.load() == 0 || compactions.load() == 0) std::this_thread::yield();
+        }
       }
       ++writers_done;
     });
@@ -118,7 +125,6 @@ TEST(Threads, ReadersDuringGrowsAndCompactions) {
       }
     });
   }
-  int compactions = 0;
   threads.emplace_back([&] {
     while (writers_done.load() < kWriters) {
       b.compact();
@@ -129,7 +135,7 @@ TEST(Threads, ReadersDuringGrowsAndCompactions) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(errors.load(), 0);
   EXPECT_GT(reads.load(), 0);
-  EXPECT_GT(compactions, 0);
+  EXPECT_GT(compactions.load(), 0);
   for (int t = 0; t < kWriters; ++t) {
     for (int i = 0; i < kKeys; ++i) EXPECT_EQ(b.get(key_of(t, i)), value_of(t, i));
   }
@@ -153,13 +159,16 @@ TEST(Threads, CoordinationCallsAcrossThreadsAndHandles) {
   std::atomic<int> errors{0};
   std::atomic<bool> done{false};
   std::uint64_t woken = 0;
+  // The count before any worker starts, and at least one wait: a waiter
+  // thread scheduled only after the workers finished must still see a change.
+  const std::uint64_t before = b.change_count();
   std::thread waiter([&] {
-    std::uint64_t seen = b.change_count();
-    while (!done.load()) {
+    std::uint64_t seen = before;
+    do {
       const std::uint64_t now = b.wait_for_change(seen, std::chrono::milliseconds(50));
       if (now != seen) ++woken;
       seen = now;
-    }
+    } while (!done.load());
   });
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
