@@ -231,6 +231,36 @@ void bench_open_first_get(Bench& b, KvEngine& kv, LmdbEngine& lmdb) {
   b.results["open_first_get_us"] = {{"kvstore", open_first_get(kv, key)}, {"lmdb", open_first_get(lmdb, key)}};
 }
 
+// A short session's close: open, overwrite kSession keys, close, timed for
+// kvstore's durable close, for its close without a sync
+// (Options::sync_on_close = false), and for LMDB's (MDB_NOSYNC: none either;
+// its sync is timed apart, as what a durable close would add).
+void bench_session_close(Bench& b, KvEngine& kv, LmdbEngine& lmdb) {
+  constexpr std::size_t kSession = 100'000;
+  auto session = [&](Engine& e, std::size_t from, bool sync_first) {
+    e.open();
+    for (std::size_t i = from; i < from + kSession; ++i) e.put(b.d.keys[b.order[i % b.n]], b.d.updated[b.order[i % b.n]]);
+    double sync_us = 0;
+    if (sync_first) {
+      const auto s = Clock::now();
+      e.sync_to_disk();
+      sync_us = std::chrono::duration<double, std::micro>(Clock::now() - s).count();
+    }
+    const auto t = Clock::now();
+    e.close();
+    return std::pair{std::chrono::duration<double, std::micro>(Clock::now() - t).count(), sync_us};
+  };
+  nlohmann::ordered_json& r = b.results["session_close_us"];
+  r["kvstore"] = session(kv, 0, false).first;
+  kv.set_sync_on_close(false);
+  r["kvstore_no_sync"] = session(kv, kSession, false).first;
+  kv.set_sync_on_close(true);
+  const auto [close_us, sync_us] = session(lmdb, 2 * kSession, true);
+  r["lmdb"] = close_us;
+  r["lmdb_sync"] = sync_us;
+  r["puts"] = kSession;
+}
+
 // Recovery after an unclean stop: a writer is killed while it puts; the
 // next open rebuilds the store if the kill landed inside a change (tried
 // until one did), and is timed.
@@ -338,6 +368,10 @@ void report(Bench& b, const std::vector<Engine*>& engines) {
               num(r["open_first_get_us"]["kvstore"]), num(r["open_first_get_us"]["lmdb"]));
   std::printf("close of the store after the churn (durable): kvstore %.0f us; lmdb %.0f us, and its sync before %.0f us\n",
               num(r["close_warm_us"]["kvstore"]), num(r["close_warm_us"]["lmdb"]), num(r["close_warm_us"]["lmdb_sync"]));
+  const nlohmann::ordered_json& sc = r["session_close_us"];
+  std::printf("close after a session of %.0f overwrites: kvstore %.0f us (durable), %.0f us (sync_on_close = false); "
+              "lmdb %.0f us, and its sync before %.0f us\n",
+              num(sc["puts"]), num(sc["kvstore"]), num(sc["kvstore_no_sync"]), num(sc["lmdb"]), num(sc["lmdb_sync"]));
   const nlohmann::ordered_json& kv = r["kvstore"];
   std::printf("kvstore load through apply() (1000 a batch): %.0f ns/op; Sync::always put: %.0f us/op\n",
               num(kv["batch_load_ns"]), num(kv["sync_always_put_us"]));
@@ -455,6 +489,7 @@ int main(int argc, char** argv) {
   }
   bench_parallel_reads(b);
   bench_open_first_get(b, kv, lmdb);
+  bench_session_close(b, kv, lmdb);
   bench_recovery_after_kill(b);
   bench_full_rebuild_recovery(b);
   for (Engine* e : engines) e->open();

@@ -60,8 +60,11 @@ class KvEngine : public Engine {
     kvstore::Options o;
     o.sync = sync_;
     o.initial_size = initial_size_;
+    o.sync_on_close = sync_on_close_;
     s_.emplace(kvstore::Store::open(path_, o));
   }
+  // For the handles opened from now on (Options::sync_on_close).
+  void set_sync_on_close(bool on) { sync_on_close_ = on; }
   void close() override { s_.reset(); }
   void put(const std::string& k, const std::string& v) override { s_->put(k, v); }
   bool get(const std::string& k, const std::string* check) override {
@@ -79,6 +82,7 @@ class KvEngine : public Engine {
   std::filesystem::path path_;
   kvstore::Sync sync_;
   std::uint64_t initial_size_;
+  bool sync_on_close_ = true;
   std::optional<kvstore::Store> s_;
 };
 

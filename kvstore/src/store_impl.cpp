@@ -154,12 +154,13 @@ Store::Impl::~Impl() {
   if (!lock_) return;
   try {
     // The last handle out leaves the file durable and marked clean, so that the
-    // next first open can trust it without a rebuild.
+    // next first open can trust it without a rebuild, unless asked not to sync.
     const bool last = lock_->begin_detach();
-    if (file_ && file_->writable() && (last || file_->holds_unlinked())) {
+    const bool seal = last && options_.sync_on_close;
+    if (file_ && file_->writable() && (seal || file_->holds_unlinked())) {
       WriteSection w(*this);
       file_->release_unlinked_now();  // chunks reclaiming cut off the list (reclaim.cpp)
-      if (last) file_->close_clean();
+      if (seal) file_->close_clean();
     }
   } catch (...) {
     // Closing never throws; the next open sees the store unclean and recovers.
@@ -331,11 +332,17 @@ auto Store::Impl::mutate(F&& f) {
   return f();
 }
 
-void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
-  // Paid by the writers in proportion to what they write: looking at four
-  // bytes of the oldest chunk per byte a write appended or made dead keeps
-  // the dead share near the limit, in steps of a few records.
-  constexpr std::uint64_t kPace = 4;
+void Store::Impl::reclaim_after(std::uint64_t appended) noexcept {
+  // Paid by the writers in proportion to the space they take: looking at
+  // eight bytes of the oldest chunk per byte a write appended frees space as
+  // fast as the writes use it, in steps of a few records, which keeps the
+  // dead share near the limit under overwrites. Paced by the bytes a write
+  // made dead as well (four per byte of either, the same for an overwrite),
+  // an erase, which kills a record but appends only a small tombstone, made
+  // reclaiming copy records that the next erases killed anyway: erasing 1M
+  // keys after kvbench's churn took 2.5-2.6 us a key against 1.26 without
+  // reclaiming, and saved 27 MB of a 242 MB file, which does not shrink.
+  constexpr std::uint64_t kPace = 8;
   const double limit = options_.max_dead_fraction;
   if (limit <= 0 || reclaim_broken_) return;
   const detail::Root& r = file_->root();
@@ -349,7 +356,7 @@ void Store::Impl::reclaim_after(std::uint64_t churned) noexcept {
   try {
     file_->write_behind();
     if (r.dead_bytes > options_.min_dead_bytes && dead > limit * records) {
-      file_->reclaim(churned * kPace, [&] { return lock_->records_pinned(); }, keep_up);
+      file_->reclaim(appended * kPace, [&] { return lock_->records_pinned(); }, keep_up);
     }
   } catch (const Error& e) {
     // The write this follows is done and must stand. A damaged record stops

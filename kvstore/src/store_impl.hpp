@@ -81,9 +81,9 @@ class Store::Impl {
   void recover(const std::string& why, bool header_trusted = true);
   // With the write lock held: counts a committed change (Store::change_count).
   void note_change() noexcept;
-  // After a write that appended or made dead `churned` bytes (write lock,
+  // After a write that appended `appended` bytes of records (write lock,
   // inside its Change): a slice of reclamation, if the dead share is over the limit.
-  void reclaim_after(std::uint64_t churned) noexcept;
+  void reclaim_after(std::uint64_t appended) noexcept;
   // Maps `fresh` in place of file_ (write lock held); the old file is kept in
   // retired_ until the lock is released.
   void replace_mapping(std::shared_ptr<detail::DataFile> fresh);

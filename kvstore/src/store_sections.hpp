@@ -133,26 +133,22 @@ class Store::Impl::ReadSection {
 // the change as durable as the sync mode asks and tells the waiting processes.
 class Store::Impl::Change {
  public:
-  explicit Change(Impl& impl) : impl_(impl), before_(churn()) { impl_.file_->begin_change(); }
+  explicit Change(Impl& impl) : impl_(impl), before_(appended()) { impl_.file_->begin_change(); }
   Change(const Change&) = delete;
   Change& operator=(const Change&) = delete;
   ~Change() { impl_.file_->end_change(); }
 
   void commit() {
     // Before the sync: Sync::always then makes the records it moved durable too.
-    const std::uint64_t now = churn();
+    const std::uint64_t now = appended();
     impl_.reclaim_after(now > before_ ? now - before_ : 0);
     if (impl_.options_.sync == Sync::always) impl_.file_->sync_tail();
     impl_.note_change();
   }
 
  private:
-  // Bytes appended plus bytes made dead: what reclamation must keep pace with
-  // (an erase appends a small tombstone but kills a whole record).
-  [[nodiscard]] std::uint64_t churn() const noexcept {
-    const detail::Root& r = impl_.file_->root();
-    return r.record_bytes + r.dead_bytes;
-  }
+  // Record bytes appended so far: the space reclamation must keep pace with.
+  [[nodiscard]] std::uint64_t appended() const noexcept { return impl_.file_->root().record_bytes; }
 
   Impl& impl_;
   std::uint64_t before_;

@@ -34,7 +34,7 @@ struct Options {
   // Space reclaimed as the store is written, with nobody calling compact():
   // while more than this share of the record bytes is dead (overwritten or
   // erased), each write also appends again the live records of a slice of
-  // the oldest chunk, four bytes looked at per byte it wrote, and frees that
+  // the oldest chunk, eight bytes looked at per byte it appended, and frees that
   // chunk once none is left in it (FORMAT.md "Reclaiming space"). The file
   // then stays near (live bytes) / (1 - this). 0 turns it off; compact()
   // still shrinks the file to the minimum. Must lie in [0, 1). At 0.2 the
@@ -55,6 +55,20 @@ struct Options {
   // a reader slot: for a moment when no writer holds it, and for a read that
   // no writer disturbs).
   std::chrono::milliseconds lock_timeout{10'000};
+  // What the last handle to close does. true: it syncs the file and marks it
+  // clean, so that an open after a power cut finds every write up to that
+  // close and trusts the file as it is (a close after 3M overwrites of 1M
+  // keys took 24-39 ms here, most of it writing the index pages). false: it
+  // leaves the file as it is, to the kernel's writeback, and closing takes
+  // what unmapping takes (3-6 ms after 100k overwrites of 1M keys). Nothing
+  // is lost to a process crash either way, and an open in the same boot uses
+  // the file as it is (the clean flag is only for a reboot); after a power
+  // cut the store holds a prefix of its writes up to what the kernel had
+  // written back, and the next open rebuilds its index from the records
+  // (~1.2 s for 1M keys), as after any power cut in a session. Call sync()
+  // first to make a point durable. What LMDB's close does with MDB_NOSYNC;
+  // meant for short-lived processes.
+  bool sync_on_close = true;
 };
 
 }  // namespace kvstore
