@@ -32,6 +32,18 @@ std::uint32_t crc_table(std::uint32_t crc, const unsigned char* p, std::size_t n
 __attribute__((target("sse4.2"))) std::uint32_t crc_hw(std::uint32_t crc, const unsigned char* p,
                                                        std::size_t n) noexcept {
   std::uint64_t c = crc;
+  // Four words a turn: a get verifies ~128 bytes, and the loop's own
+  // instructions were a third of it.
+  while (n >= 32) {
+    std::uint64_t v[4];
+    std::memcpy(v, p, sizeof v);
+    c = _mm_crc32_u64(c, v[0]);
+    c = _mm_crc32_u64(c, v[1]);
+    c = _mm_crc32_u64(c, v[2]);
+    c = _mm_crc32_u64(c, v[3]);
+    p += 32;
+    n -= 32;
+  }
   while (n >= 8) {
     std::uint64_t v;
     std::memcpy(&v, p, 8);

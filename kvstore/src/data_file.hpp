@@ -226,9 +226,23 @@ class DataFile {
   [[nodiscard]] SegmentManager* segment() const noexcept {
     return reinterpret_cast<SegmentManager*>(map_.base() + kHeaderSize);  // NOLINT
   }
-  // The index, its size and place checked. Throws Error(corrupt).
-  [[nodiscard]] HashIndex index() const;
-  [[nodiscard]] RecordView record_at(std::uint64_t offset) const;
+  // The index, its size and place checked. Throws Error(corrupt). Inline:
+  // every get takes it (find).
+  [[nodiscard]] HashIndex index() const {
+    const Root& r = root();
+    const std::uint64_t n = r.slot_count;
+    Slot* t = r.table.get();
+    const auto at = reinterpret_cast<std::uintptr_t>(t);           // NOLINT
+    const auto base = reinterpret_cast<std::uintptr_t>(map_.base());  // NOLINT
+    if (n == 0 || (n & (n - 1)) != 0 || n > map_.size() / sizeof(Slot) || t == nullptr || at < base ||
+        !lies_in_file(map_.size(), at - base, n * sizeof(Slot), alignof(Slot))) [[unlikely]] {
+      bad_index();
+    }
+    return {t, n};
+  }
+  [[nodiscard]] RecordView record_at(std::uint64_t offset) const {
+    return read_record(map_.base(), map_.size(), offset, path_);
+  }
   // Slot index of `key` (found) or of the empty slot where it would go.
   std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;
   void index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r);
@@ -279,6 +293,8 @@ class DataFile {
   [[nodiscard]] std::string chunk_tail_problem() const;
   // An Error's message without the leading "path: ".
   [[nodiscard]] std::string without_path(const Error& e) const;
+  // Throws the Error that index() found cause for.
+  [[noreturn]] void bad_index() const;
   template <class T>
   [[nodiscard]] T* resolve(const bip::offset_ptr<T>& p, std::uint64_t bytes) const;
 

@@ -2,11 +2,13 @@
 // in a mapping with its bounds checked, and its checksum.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
 
+#include "crc32c.hpp"
 #include "format.hpp"
 
 namespace kvstore::detail {
@@ -58,11 +60,31 @@ enum class RecordFault : std::uint8_t { none, out_of_bounds, malformed };
   return r;
 }
 
-// Whether the record's checksum holds.
+// Whether two keys are equal; inline for keys of 8 to 16 bytes (two loads
+// each), where a call to memcmp was a tenth of a get's instructions.
+[[nodiscard]] inline bool same_key(std::string_view a, std::string_view b) noexcept {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  if (n >= 8 && n <= 16) {
+    std::uint64_t a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    std::memcpy(&a0, a.data(), 8);
+    std::memcpy(&b0, b.data(), 8);
+    std::memcpy(&a1, a.data() + n - 8, 8);
+    std::memcpy(&b1, b.data() + n - 8, 8);
+    return ((a0 ^ b0) | (a1 ^ b1)) == 0;
+  }
+  return std::memcmp(a.data(), b.data(), n) == 0;
+}
+
+// Whether the record's checksum holds. `r` comes from view_record, so the
+// header's tail, the key and the value lie one after the other in the
+// mapping: one pass over them, the same sum as record_crc's three.
 [[nodiscard]] inline bool record_intact(const RecordView& r) noexcept {
-  RecordHeader h;
-  std::memcpy(&h, r.key.data() - sizeof h, sizeof h);
-  return h.crc == record_crc(h, r.key, r.value);
+  const char* header = r.key.data() - sizeof(RecordHeader);
+  std::uint32_t crc = 0;
+  std::memcpy(&crc, header + offsetof(RecordHeader, crc), sizeof crc);
+  constexpr std::size_t kAfterCrc = offsetof(RecordHeader, crc) + sizeof crc;
+  return crc == crc32c(0, header + kAfterCrc, sizeof(RecordHeader) - kAfterCrc + r.key.size() + r.value.size());
 }
 // "0x1f40": how offsets appear in messages.
 [[nodiscard]] std::string hex_offset(std::uint64_t v);

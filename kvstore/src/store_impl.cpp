@@ -29,7 +29,7 @@ using detail::LockFile;
 
 // --------------------------------------------------------------- sections
 
-thread_local detail::InsideCallbacks detail::t_inside;
+thread_local constinit detail::InsideCallbacks detail::t_inside;
 
 namespace {
 
@@ -37,10 +37,11 @@ using detail::InsideCallbacks;
 using detail::t_inside;
 
 void refuse_reentry(const LockFile& lock, const std::string& path) {
-  if (t_inside.depth == 0) [[likely]] return;
+  const InsideCallbacks& inside = t_inside;
+  if (inside.depth == 0) [[likely]] return;
   const auto id = lock.identity();
-  for (unsigned i = 0; i < std::min(t_inside.depth, InsideCallbacks::kMaxDepth); ++i) {
-    if (t_inside.ids[i] == id) {
+  for (unsigned i = 0; i < std::min(inside.depth, InsideCallbacks::kMaxDepth); ++i) {
+    if (inside.ids[i] == id) {
       throw Error(Errc::invalid_argument,
                   path + ": called from inside a transact, view or visit callback on this store's file "
                          "(the call would wait for the lock its own thread holds)");
@@ -50,11 +51,11 @@ void refuse_reentry(const LockFile& lock, const std::string& path) {
 
 }  // namespace
 
-void Store::Impl::refuse_reentry() const { kvstore::refuse_reentry(*lock_, path_); }
+void Store::Impl::refuse_reentry_inside() const { kvstore::refuse_reentry(*lock_, path_); }
 
 void Store::Impl::note_change() noexcept { file_->set_change_count(lock_->publish_change()); }
 
-void Store::Impl::enter_read() const {
+void Store::Impl::enter_read_waiting() const {
   int refreshes = 0;
   for (;;) {
     if (!lock_->try_enter_read() && lock_->wait_and_enter_read() == LockFile::WriteResult::owner_died) {

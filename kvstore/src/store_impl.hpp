@@ -3,9 +3,11 @@
 // the cross-process lock and bring this handle's mapping up to date first.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <shared_mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "batch_replay.hpp"
@@ -17,6 +19,18 @@
 #include "retiring.hpp"
 
 namespace kvstore {
+
+namespace detail {
+// The lock files (by identity) whose lock this thread holds while a user
+// callback runs. Nesting past kMaxDepth different stores is allowed but no
+// longer checked. constinit: no initialisation check on each access.
+struct InsideCallbacks {
+  static constexpr unsigned kMaxDepth = 8;
+  std::pair<std::uint64_t, std::uint64_t> ids[kMaxDepth];
+  unsigned depth = 0;
+};
+extern thread_local constinit InsideCallbacks t_inside;
+}  // namespace detail
 
 class Store::Impl {
  public:
@@ -66,9 +80,22 @@ class Store::Impl {
   // Throws Error(invalid_argument) when this thread is inside a callback
   // (transact, view, visit) of a store of the same file: waiting for the lock
   // it already holds would deadlock.
-  void refuse_reentry() const;
+  // The check is inline (nothing to do outside callbacks) because every
+  // instruction of a get counts (DataFile::find).
+  void refuse_reentry() const {
+    if (detail::t_inside.depth != 0) [[unlikely]] refuse_reentry_inside();
+  }
+  void refuse_reentry_inside() const;
 
-  void enter_read() const;
+  // Enters a read with this handle's mapping up to date.
+  void enter_read() const {
+    if (lock_->try_enter_read()) [[likely]] {
+      if (!needs_refresh()) [[likely]] return;
+      lock_->exit_read();
+    }
+    enter_read_waiting();
+  }
+  void enter_read_waiting() const;
   [[nodiscard]] bool needs_refresh() const noexcept {
     return lock_->file_epoch() != epoch_ || file_->stale();
   }

@@ -189,7 +189,7 @@ bool Store::Impl::visit(std::string_view key, const std::function<void(std::stri
   ReadSection r(*this);
   detail::RecordView rec{};
   if (!file_->find(key, rec)) return false;
-  CallbackScope scope(*this);
+  CallbackScope scope(*this, r.inside());
   fn(rec.value);
   return true;
 }

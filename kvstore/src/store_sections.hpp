@@ -11,29 +11,24 @@
 
 namespace kvstore {
 
-namespace detail {
-// The lock files (by identity) whose lock this thread holds while a user
-// callback runs. Nesting past kMaxDepth different stores is allowed but no
-// longer checked.
-struct InsideCallbacks {
-  static constexpr unsigned kMaxDepth = 8;
-  std::pair<std::uint64_t, std::uint64_t> ids[kMaxDepth];
-  unsigned depth = 0;
-};
-extern thread_local InsideCallbacks t_inside;
-}  // namespace detail
 
 // Marks this thread as inside a callback that holds the lock of `impl`'s file.
 class Store::Impl::CallbackScope {
  public:
-  explicit CallbackScope(const Impl& impl) noexcept {
-    if (detail::t_inside.depth < detail::InsideCallbacks::kMaxDepth)
-      detail::t_inside.ids[detail::t_inside.depth] = impl.lock_->identity();
-    ++detail::t_inside.depth;
+  // The thread-local is looked up once: from a shared library each lookup is
+  // a call (__tls_get_addr).
+  explicit CallbackScope(const Impl& impl) noexcept : CallbackScope(impl, detail::t_inside) {}
+  // With the thread's InsideCallbacks already at hand (ReadSection::inside()).
+  CallbackScope(const Impl& impl, detail::InsideCallbacks& inside) noexcept : inside_(inside) {
+    if (inside_.depth < detail::InsideCallbacks::kMaxDepth) inside_.ids[inside_.depth] = impl.lock_->identity();
+    ++inside_.depth;
   }
   CallbackScope(const CallbackScope&) = delete;
   CallbackScope& operator=(const CallbackScope&) = delete;
-  ~CallbackScope() { --detail::t_inside.depth; }
+  ~CallbackScope() { --inside_.depth; }
+
+ private:
+  detail::InsideCallbacks& inside_;
 };
 
 class Store::Impl::WriteSection {
@@ -113,8 +108,8 @@ class Store::Impl::TwoStepWriteSection {
 
 class Store::Impl::ReadSection {
  public:
-  explicit ReadSection(const Impl& impl) : impl_(impl) {
-    impl_.refuse_reentry();
+  explicit ReadSection(const Impl& impl) : impl_(impl), inside_(detail::t_inside) {
+    if (inside_.depth != 0) [[unlikely]] impl_.refuse_reentry_inside();
     impl_.enter_read();
   }
   ReadSection(const ReadSection&) = delete;
@@ -123,9 +118,13 @@ class Store::Impl::ReadSection {
     impl_.lock_->exit_read();
     impl_.retiring_.step();
   }
+  // This thread's callback marks, for a CallbackScope inside the section:
+  // one thread-local lookup a get instead of two.
+  [[nodiscard]] detail::InsideCallbacks& inside() const noexcept { return inside_; }
 
  private:
   const Impl& impl_;
+  detail::InsideCallbacks& inside_;
 };
 
 // One change to the store, under the write lock: marks the header while the
