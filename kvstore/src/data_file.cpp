@@ -247,7 +247,7 @@ void DataFile::bad_index() const {
 
 std::uint64_t DataFile::probe(std::string_view key, std::uint64_t hash, bool& found) const {
   const std::uint64_t i =
-      index().probe(hash, [&](std::uint64_t offset) { return record_at(offset).key == key; }, found);
+      index().probe(hash, [&](std::uint64_t offset) { return same_key(record_at(offset).key, key); }, found);
   if (i == HashIndex::kFull) throw Error(Errc::corrupt, path_ + ": index has no free slot", root_offset_);
   return i;
 }
@@ -288,7 +288,11 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
   }
   if (growth() != nullptr) {
     if (HashIndex::fits(r.keys + extra_keys, r.slot_count)) {
-      grow_index_a_step(r.keys + extra_keys);
+      // A step only while a doubling is under way or due (grow_index_a_step's
+      // own first test, here to spare most puts the call).
+      if (growth()->shadow != nullptr || (r.keys + extra_keys) * 8 > r.slot_count * 5) {
+        grow_index_a_step(r.keys + extra_keys);
+      }
       return;
     }
     // More keys at once than the steps can keep up with (a large batch): the
@@ -316,12 +320,20 @@ void DataFile::reserve_slots(std::uint64_t extra_keys) {
 
 void DataFile::index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r) {
   bool found = false;
-  const std::uint64_t i = probe(r.key, hash, found);
-  Slot& s = index()[i];
+  RecordView old{};  // the record the slot found holds: viewed once
+  const HashIndex ix = index();
+  const std::uint64_t i = ix.probe(
+      hash,
+      [&](std::uint64_t offset) {
+        old = record_at(offset);
+        return same_key(old.key, r.key);
+      },
+      found);
+  if (i == HashIndex::kFull) throw Error(Errc::corrupt, path_ + ": index has no free slot", root_offset_);
+  Slot& s = ix[i];
   Root& root_now = root();
   const std::uint64_t was = found ? s.offset : 0;
   if (found) {
-    const RecordView old = record_at(s.offset);
     root_now.dead_bytes += old.size;
     root_now.value_bytes -= old.value.size();
   } else {

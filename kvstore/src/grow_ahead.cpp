@@ -47,8 +47,9 @@ thread_local GrowAhead t_grow_ahead;
 bool DataFile::plan_grow_ahead() noexcept {
   if (!writable_ || map_.is_anonymous()) return false;
   const std::uint64_t size = map_.size();
+  if (free_bytes() >= std::min(kLowFree, size / 2)) return false;  // most writes: room enough
   const std::uint64_t to = std::min({grown_size(0), size + kAhead, max_size_ / kPageSize * kPageSize});
-  if (to <= size || to <= allocated_ahead_ || free_bytes() >= std::min(kLowFree, size / 2)) return false;
+  if (to <= size || to <= allocated_ahead_) return false;
   allocated_ahead_ = to;  // once per handle and size; should it fail, grow() allocates
   t_grow_ahead = {fd_.get(), size, to};
   return true;
