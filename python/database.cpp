@@ -33,7 +33,9 @@ Options options_for(const std::string& flag) {
   for (const char m : flag.substr(1)) {
     if (m == 's') {
       o.sync = Sync::always;
-    } else if (m != 'f' && m != 'u') {
+    } else if (m == 'f') {
+      o.sync_on_close = false;  // gdbm's fast mode: nothing synced, at close either
+    } else if (m != 'u') {
       throw Error(Errc::invalid_argument, std::string("unknown flag modifier '") + m + "' (f, s or u)");
     }
   }

@@ -388,6 +388,7 @@ PYBIND11_MODULE(kvstore, m) {
     return std::make_unique<Database>(path, flag, mode);
   }, py::arg("filename"), py::arg("flag") = "r", py::arg("mode") = 0666,
      "Opens a kvstore file as dbm.open does. flag: 'r' read-only, 'w' read-write, 'c' create if\n"
-     "missing, 'n' always a new empty store; gdbm's modifier 's' syncs every write. mode (for a\n"
-     "new file) is masked by the umask.");
+     "missing, 'n' always a new empty store; gdbm's modifier 's' syncs every write, 'f' (fast)\n"
+     "leaves even the close unsynced (Options::sync_on_close). mode (for a new file) is masked by\n"
+     "the umask.");
 }

@@ -62,6 +62,22 @@ def test_bad_flag(path):
     kvstore.open(path, "cfsu").close()  # gdbm's modifiers are accepted
 
 
+def clean_flag(path):
+    with open(path, "rb") as f:
+        f.seek(132)  # FileHeader::clean (FORMAT.md)
+        return int.from_bytes(f.read(4), "little")
+
+
+def test_fast_mode_leaves_the_close_unsynced(path):
+    with kvstore.open(path, "cf") as db:
+        db[b"k"] = b"v"
+    assert clean_flag(path) == 0  # not synced and marked clean
+    with kvstore.open(path, "w") as db:  # the same boot: used as it is
+        assert db[b"k"] == b"v"
+        db[b"k2"] = b"v2"
+    assert clean_flag(path) != 0
+
+
 def test_mode_applies_to_a_new_file(path):
     old = os.umask(0o022)
     try:
