@@ -73,7 +73,6 @@ ChunkHeader* ChunkLog::next(const ChunkHeader& c) const {
 
 bool ChunkLog::plausible(const ChunkHeader& c) const noexcept { return plausible_at(offset_of(&c), c); }
 
-
 bool ChunkLog::scan(const RecordFn& fn, const ProblemFn& problem, Replay mode, const RecordsEnd* until) const {
   if (mode == Replay::salvage) {
     salvage(fn, problem);

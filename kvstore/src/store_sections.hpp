@@ -11,7 +11,6 @@
 
 namespace kvstore {
 
-
 // Marks this thread as inside a callback that holds the lock of `impl`'s file.
 class Store::Impl::CallbackScope {
  public:
