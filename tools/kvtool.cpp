@@ -383,7 +383,7 @@ int main(int argc, char** argv) {
   a.file = env_file != nullptr && *env_file != '\0' ? env_file : "kvstore.kv";
 
   CLI::App app{"kvtool: inspect and change a kvstore file", "kvtool"};
-  app.set_version_flag("--version", "kvtool 0.1.0 (kvstore format 1)");
+  app.set_version_flag("--version", "kvtool 0.2.0 (kvstore format 3)");
   app.add_option("-f,--file", a.file, "store file (default: $KVSTORE_FILE, else ./kvstore.kv)");
   app.add_flag("--sync", a.sync, "writes wait until the data is on stable storage (Sync::always)");
   app.add_flag("--hex", a.hex, "KEY and VALUE are given, and shown, as hex digits");
