@@ -134,6 +134,7 @@ void kvstore_options_init(kvstore_options* opt) {
   opt->max_file_size = d.max_file_size;
   opt->sync = d.sync == kvstore::Sync::always ? KVSTORE_SYNC_ALWAYS : KVSTORE_SYNC_NONE;
   opt->lock_timeout_ms = static_cast<std::uint32_t>(d.lock_timeout.count());
+  opt->sync_on_close = d.sync_on_close ? 1 : 0;
 }
 
 const char* kvstore_strerror(int code) {
@@ -173,6 +174,7 @@ int kvstore_open(const char* path, const kvstore_options* opt, kvstore_db** out)
       o.max_file_size = opt->max_file_size;
       o.sync = opt->sync == KVSTORE_SYNC_ALWAYS ? kvstore::Sync::always : kvstore::Sync::none;
       o.lock_timeout = std::chrono::milliseconds(opt->lock_timeout_ms);
+      o.sync_on_close = opt->sync_on_close != 0;
     }
     // The Store is built before the handle owns it, so a throw leaks nothing.
     *out = new kvstore_db{kvstore::Store::open(path, o)};

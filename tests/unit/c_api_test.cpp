@@ -102,7 +102,37 @@ TEST(CApi, DefaultsMatchTheCppOptions) {
   EXPECT_EQ(o.max_file_size, std::uint64_t{1} << 40);
   EXPECT_EQ(o.sync, KVSTORE_SYNC_NONE);
   EXPECT_EQ(o.lock_timeout_ms, 10000U);
+  EXPECT_EQ(o.sync_on_close, 1);
   kvstore_options_init(nullptr);  // harmless
+}
+
+// sync_on_close = 0: the close leaves the file unclean (kvstore::FileHeader's
+// clean flag at 132, format_test.cpp), and the next open uses it as it is.
+TEST(CApi, CloseWithoutSync) {
+  TempDir d;
+  const std::string path = d.file("s.kv");
+  kvstore_options o;
+  kvstore_options_init(&o);
+  o.sync_on_close = 0;
+  kvstore_db* db = nullptr;
+  ASSERT_EQ(kvstore_open(path.c_str(), &o, &db), KVSTORE_OK);
+  ASSERT_EQ(kvstore_put(db, "k", 1, "v", 1), KVSTORE_OK);
+  kvstore_close(db);
+  auto clean = [&] {
+    const std::string bytes = read_file(path);
+    std::uint32_t c = 0;
+    std::memcpy(&c, bytes.data() + 132, sizeof c);
+    return c;
+  };
+  EXPECT_EQ(clean(), 0U);
+  ASSERT_EQ(kvstore_open(path.c_str(), nullptr, &db), KVSTORE_OK);  // defaults: a durable close
+  void* v = nullptr;
+  size_t n = 0;
+  ASSERT_EQ(kvstore_get(db, "k", 1, &v, &n), KVSTORE_OK);
+  EXPECT_EQ(std::string(static_cast<const char*>(v), n), "v");
+  kvstore_free(v);
+  kvstore_close(db);
+  EXPECT_NE(clean(), 0U);
 }
 
 TEST(CApi, StrerrorNamesEveryCode) {

@@ -67,6 +67,9 @@ typedef struct kvstore_options {
   uint64_t max_file_size;   /**< the file never grows past this (default 1 TiB) */
   int sync;                 /**< KVSTORE_SYNC_NONE (default) or KVSTORE_SYNC_ALWAYS */
   uint32_t lock_timeout_ms; /**< longest wait for the lock before KVSTORE_BUSY (default 10000) */
+  int sync_on_close;        /**< nonzero: the last close syncs the file and marks it clean (default
+                                 1); 0: it leaves the file to the kernel's writeback, and an open
+                                 after a power cut rebuilds the index (Options::sync_on_close) */
 } kvstore_options;
 
 /** Sets every field of `opt` to its default. */
