@@ -243,8 +243,13 @@ class DataFile {
   [[nodiscard]] RecordView record_at(std::uint64_t offset) const {
     return read_record(map_.base(), map_.size(), offset, path_);
   }
-  // Slot index of `key` (found) or of the empty slot where it would go.
-  std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const;
+  // Slot index of `key` (found, its record viewed in `rec`) or of the empty
+  // slot where it would go. Throws Error(corrupt) if no slot is empty.
+  std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found, RecordView& rec) const;
+  std::uint64_t probe(std::string_view key, std::uint64_t hash, bool& found) const {
+    RecordView rec{};
+    return probe(key, hash, found, rec);
+  }
   void index_put(std::uint64_t hash, std::uint64_t record_offset, const RecordView& r);
   bool index_erase(std::string_view key, std::uint64_t hash);
   // Empties slot `i` (which holds a live key) and closes the gap behind it.

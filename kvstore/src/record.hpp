@@ -76,15 +76,21 @@ enum class RecordFault : std::uint8_t { none, out_of_bounds, malformed };
   return n == 0 || std::memcmp(a.data(), b.data(), n) == 0;  // an empty key's data may be null
 }
 
-// Whether the record's checksum holds. `r` comes from view_record, so the
-// header's tail, the key and the value lie one after the other in the
-// mapping: one pass over them, the same sum as record_crc's three.
+// record_crc of a record laid out whole at `record` (header, key, value one
+// after the other, as in a chunk): one pass, where record_crc's three calls
+// cost a get or a put ~60 instructions more.
+[[nodiscard]] inline std::uint32_t laid_out_record_crc(const char* record, std::uint64_t key_size,
+                                                       std::uint64_t value_size) noexcept {
+  constexpr std::size_t kAfterCrc = offsetof(RecordHeader, crc) + sizeof(RecordHeader::crc);
+  return crc32c(0, record + kAfterCrc, sizeof(RecordHeader) - kAfterCrc + key_size + value_size);
+}
+
+// Whether the record's checksum holds (`r` comes from view_record: laid out whole).
 [[nodiscard]] inline bool record_intact(const RecordView& r) noexcept {
-  const char* header = r.key.data() - sizeof(RecordHeader);
+  const char* record = r.key.data() - sizeof(RecordHeader);
   std::uint32_t crc = 0;
-  std::memcpy(&crc, header + offsetof(RecordHeader, crc), sizeof crc);
-  constexpr std::size_t kAfterCrc = offsetof(RecordHeader, crc) + sizeof crc;
-  return crc == crc32c(0, header + kAfterCrc, sizeof(RecordHeader) - kAfterCrc + r.key.size() + r.value.size());
+  std::memcpy(&crc, record + offsetof(RecordHeader, crc), sizeof crc);
+  return crc == laid_out_record_crc(record, r.key.size(), r.value.size());
 }
 // "0x1f40": how offsets appear in messages.
 [[nodiscard]] std::string hex_offset(std::uint64_t v);
